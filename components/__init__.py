@@ -1,0 +1,1 @@
+"""Plain, typed Python and torch: data, models, training, metrics. Nothing here imports ZenML."""

@@ -1,0 +1,65 @@
+"""Evaluation results, named with their protocol, and their readable rendering.
+
+Metric keys are ``<target set>_<protocol>_<metric>``, e.g. ``test_sampled99_ndcg_at_10`` (target ranked
+against the 99 sampled negatives stored with the split) or ``test_full_ndcg_at_10`` (ranked against every item).
+Numbers of the two protocols are not comparable with each other; every table says which one it shows.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+PROTOCOL_TEXT = {
+    "sampled": "the target ranked against {n} negatives sampled once per instance (seeded, stored with the split) "
+               "from items the user never interacted with",
+    "full": "the target ranked against every item in the catalogue, the user's other history items excluded",
+}
+
+_KEY = re.compile(r"^(?P<split>.+?)_(?P<protocol>sampled\d+|full)_(?P<metric>.+)$")
+
+
+@dataclass
+class EvaluationReport:
+    dataset: str
+    metrics: dict[str, dict[str, float]]  # model name -> {metric key: value}
+    ks: list[int] = field(default_factory=lambda: [5, 10, 20, 50])
+    notes: list[str] = field(default_factory=list)
+    curves_png: bytes | None = None  # training curves, when a trained model was evaluated
+
+    def protocols(self) -> list[str]:
+        found = {m.group("protocol") for d in self.metrics.values() for k in d if (m := _KEY.match(k))}
+        return sorted(found, key=lambda p: (p == "full", p))
+
+    def to_json(self) -> dict:
+        return {"dataset": self.dataset, "metrics": self.metrics, "ks": self.ks, "notes": self.notes,
+                "protocols": {p: describe_protocol(p) for p in self.protocols()}}
+
+    @classmethod
+    def from_json(cls, d: dict, curves_png: bytes | None = None) -> "EvaluationReport":
+        return cls(dataset=d["dataset"], metrics=d["metrics"], ks=d["ks"], notes=d.get("notes", []),
+                   curves_png=curves_png)
+
+    def to_markdown(self) -> str:
+        cols = [f"hr_at_{k}" for k in self.ks] + [f"ndcg_at_{k}" for k in self.ks] + ["mrr", "auc"]
+        out = [f"# Evaluation on {self.dataset}", ""]
+        for protocol in self.protocols():
+            out += [f"## Protocol `{protocol}`: {describe_protocol(protocol)}", "",
+                    "| target set | model | n | " + " | ".join(c.replace("_at_", "@") for c in cols) + " |",
+                    "|---|---|---:|" + "---:|" * len(cols)]
+            for model, d in self.metrics.items():
+                splits = sorted({m.group("split") for k in d if (m := _KEY.match(k)) and m.group("protocol") == protocol})
+                for s in splits:
+                    vals = [d.get(f"{s}_{protocol}_{c}") for c in cols]
+                    n = d.get(f"{s}_{protocol}_n", d.get(f"{s}_n", ""))
+                    cells = ["" if v is None else f"{v:.4f}" for v in vals]
+                    out.append(f"| {s} | {model} | {int(n) if n != '' else ''} | " + " | ".join(cells) + " |")
+            out.append("")
+        out += [f"- {n}" for n in self.notes]
+        return "\n".join(out)
+
+
+def describe_protocol(protocol: str) -> str:
+    if protocol.startswith("sampled"):
+        return PROTOCOL_TEXT["sampled"].format(n=protocol.removeprefix("sampled"))
+    return PROTOCOL_TEXT.get(protocol, protocol)

@@ -1,0 +1,95 @@
+"""Register a trained recommender in MLflow's model registry and decide whether it becomes the champion.
+
+The version holds an MLflow pyfunc ("model from code": ``pyfunc_model.py`` plus our ``components`` package as
+code, weights/config/id map as artifacts; nothing pickled).  The alias ``champion`` moves to the new version only
+when its validation metric (the protocol is in the metric's name) beats the current champion's; otherwise the
+version is kept without the alias, and its tag ``champion_decision`` says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models.signature import ModelSignature
+from mlflow.types.schema import ParamSchema, ParamSpec
+
+from components.data.sequences import SequenceDataset
+from components.metrics.report import EvaluationReport, describe_protocol
+from components.models.trained import TrainedModel
+from components.serving import pyfunc_model
+from components.serving.recommender import write_bundle
+
+logger = logging.getLogger(__name__)
+CHAMPION = "champion"
+_COMPONENTS = Path(__file__).resolve().parents[1]
+# MLflow hands predict() only the params a signature declares.  Inputs stay free: item ids may be ints or strings.
+SIGNATURE = ModelSignature(inputs=None, outputs=None, params=ParamSchema([
+    ParamSpec("k", "long", 10), ParamSpec("exclude_seen", "boolean", True)]))
+
+
+def _requirements() -> list[str]:
+    import numpy
+    import pandas
+    import safetensors
+    import torch
+
+    return [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={numpy.__version__}",
+            f"pandas=={pandas.__version__}", f"safetensors=={safetensors.__version__}", f"mlflow=={mlflow.__version__}"]
+
+
+def register_recommender(trained: TrainedModel, data: SequenceDataset, report: EvaluationReport, dataset: str, *,
+                         selection_metric: str = "valid_sampled99_ndcg_at_10") -> dict:
+    if mlflow.active_run() is None:
+        raise RuntimeError("register needs an active MLflow run (attach the MLflow experiment tracker to the step)")
+    name = f"mbprompt-{dataset}"
+    model_metrics = report.metrics[trained.architecture]
+    if selection_metric not in model_metrics:
+        raise KeyError(f"selection metric {selection_metric!r} not in the evaluation; have {sorted(model_metrics)}")
+    new_value = float(model_metrics[selection_metric])
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = write_bundle(
+            Path(tmp), architecture=trained.architecture, config=trained.config, state_dict=trained.state_dict,
+            behavior_names=data.behavior_names, target_behaviors=[data.behavior_names[c - 1] for c in data.target_behaviors],
+            item_ids=[str(x) for x in data.item_ids.tolist()])
+        info = mlflow.pyfunc.log_model(
+            name="recommender", python_model=str(Path(pyfunc_model.__file__)), artifacts=artifacts,
+            code_paths=[str(_COMPONENTS)], registered_model_name=name, pip_requirements=_requirements(),
+            signature=SIGNATURE)
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    protocol = selection_metric.split("_")[1]
+    tags = {"dataset": dataset, "architecture": trained.architecture, "selection_metric": selection_metric,
+            "selection_value": f"{new_value:.6f}", "protocol": f"{protocol}: {describe_protocol(protocol)}"}
+    tags.update({k: f"{v:.6f}" for k, v in model_metrics.items() if k.endswith("_at_10") and "_n" not in k})
+    for k, v in tags.items():
+        client.set_model_version_tag(name, version, k, v)
+
+    current = None
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        pass
+    if current is None:
+        promote, reason = True, f"first version of {name}: {selection_metric}={new_value:.4f}"
+    else:
+        old = current.tags.get("selection_value")
+        same_metric = current.tags.get("selection_metric") == selection_metric
+        if old is None or not same_metric:
+            promote, reason = True, (f"champion v{current.version} has no comparable {selection_metric}; "
+                                     f"promoting v{version} ({new_value:.4f})")
+        elif new_value > float(old):
+            promote, reason = True, f"{selection_metric} {new_value:.4f} beats champion v{current.version} ({float(old):.4f})"
+        else:
+            promote, reason = False, (f"{selection_metric} {new_value:.4f} does not beat champion v{current.version} "
+                                      f"({float(old):.4f}); kept without the alias")
+    if promote:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_model_version_tag(name, version, "champion_decision", reason)
+    logger.info("registered %s version %s: %s", name, version, reason)
+    return {"name": name, "version": version, "champion": promote, "reason": reason,
+            "model_uri": f"models:/{name}/{version}", "selection_metric": selection_metric, "value": new_value}

@@ -1,0 +1,48 @@
+"""Print where a run's results are: the MLflow tracking URI, the registered model version and its metrics.
+
+    python -m components.tracking.summary --tracking-uri sqlite:///.mlflow/mlflow.db --dataset ml1m
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from mlflow import MlflowClient
+
+
+def summary(tracking_uri: str, dataset: str) -> str:
+    client = MlflowClient(tracking_uri=tracking_uri)
+    name = f"mbprompt-{dataset}"
+    versions = client.search_model_versions(f"name='{name}'")
+    if not versions:
+        return f"MLflow tracking URI: {tracking_uri}\nno registered version of {name} yet"
+    latest = max(versions, key=lambda v: int(v.version))
+    try:
+        champion = client.get_model_version_by_alias(name, "champion").version
+    except Exception:  # noqa: BLE001 - no champion yet
+        champion = None
+    run = client.get_run(latest.run_id)
+    lines = [f"MLflow tracking URI : {tracking_uri}", f"MLflow run          : {latest.run_id}",
+             f"registered model    : {name} version {latest.version} (models:/{name}/{latest.version})",
+             f"champion            : version {champion}  ({latest.tags.get('champion_decision', '')})", ""]
+    try:
+        lines.append(client.download_artifacts(latest.run_id, "evaluation/metrics.md") and
+                     open(client.download_artifacts(latest.run_id, "evaluation/metrics.md")).read())
+    except Exception:  # noqa: BLE001 - fall back to the raw metrics
+        m = {k: round(v, 4) for k, v in run.data.metrics.items() if "_at_10" in k}
+        lines.append(json.dumps(m, indent=1))
+    lines += ["", "Browse it: make mlflow-ui, then http://127.0.0.1:5000"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--tracking-uri", required=True)
+    p.add_argument("--dataset", required=True)
+    a = p.parse_args()
+    print(summary(a.tracking_uri, a.dataset))  # noqa: T201 - a CLI's output
+
+
+if __name__ == "__main__":
+    main()

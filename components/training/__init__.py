@@ -1,0 +1,19 @@
+"""Batches, the training loop and evaluation for sequential recommenders (plain torch; no ZenML)."""
+
+from components.training.batches import EvalBatch, eval_batches, gather_windows, training_batches, training_users
+from components.training.evaluation import Scorer, evaluate, resolve_device
+from components.training.trainer import (
+    TrainConfig,
+    TrainResult,
+    load_checkpoint,
+    next_item_loss,
+    sample_negatives,
+    save_checkpoint,
+    train,
+)
+
+__all__ = [
+    "EvalBatch", "Scorer", "TrainConfig", "TrainResult", "eval_batches", "evaluate", "gather_windows",
+    "load_checkpoint", "next_item_loss", "resolve_device", "sample_negatives", "save_checkpoint", "train",
+    "training_batches", "training_users",
+]

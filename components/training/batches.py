@@ -1,0 +1,133 @@
+"""Vectorised (numpy) batch builders over a ``SequenceDataset``: no Python loop over users inside a batch.
+
+Both builders cut a window of each user's events out of the CSR arrays with one gather: for a window that ends
+(exclusively) at event ``end`` and may not start before ``start``, column j of a width-W window reads event
+``end - W + j`` and is padding where that index falls before ``start``.  Windows are LEFT-padded so the most
+recent event is always the last column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from components.data.sequences import SequenceDataset, TargetSet
+
+
+def gather_windows(data: SequenceDataset, start: np.ndarray, end: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Items and behaviors [n, width] of events start..end-1 (last ``width`` of them), left-padded with 0."""
+    start = np.asarray(start, dtype=np.int64)
+    end = np.asarray(end, dtype=np.int64)
+    idx = end[:, None] - width + np.arange(width, dtype=np.int64)[None, :]  # [n, width]
+    valid = idx >= start[:, None]
+    idx = np.where(valid, idx, 0)
+    items = np.where(valid, data.items[idx], 0).astype(np.int64)
+    behaviors = np.where(valid, data.behaviors[idx], 0).astype(np.int64)
+    return items, behaviors
+
+
+def training_users(data: SequenceDataset, users: np.ndarray) -> np.ndarray:
+    """The users whose training prefix holds at least one (input, next event) pair."""
+    users = np.asarray(users, dtype=np.int64)
+    length = data.train_end[users] - data.offsets[users]
+    return users[length >= 2]
+
+
+def training_batches(
+    data: SequenceDataset,
+    users: np.ndarray,
+    max_len: int,
+    batch_size: int,
+    rng: np.random.Generator,
+    train_on: Literal["target", "all"] = "target",
+) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """Shuffled next-item batches over the training prefixes of ``users``.
+
+    Each user contributes one row: the last max_len+1 events of offsets[u]:train_end[u]; inputs are all but the
+    last event, labels the event after each input.  Yields LongTensors (items [B, L], behaviors [B, L],
+    labels [B, L]) and a bool label_mask [B, L], L = max_len.  label_mask is true where both the input and the
+    next event are real and (train_on="target") the next event's behavior is a target behavior: inputs always
+    carry every behavior, but only target events are predicted, matching what evaluation asks for.
+    Users with fewer than two training events are skipped.
+    """
+    if train_on not in ("target", "all"):
+        raise ValueError(f"training_batches: train_on must be 'target' or 'all', got {train_on!r}")
+    if max_len < 1 or batch_size < 1:
+        raise ValueError(f"training_batches: max_len ({max_len}) and batch_size ({batch_size}) must be >= 1")
+    users = training_users(data, users)
+    order = users[rng.permutation(len(users))]
+    targets = np.asarray(data.target_behaviors, dtype=np.int64)
+    for lo in range(0, len(order), batch_size):
+        u = order[lo:lo + batch_size]
+        win_items, win_beh = gather_windows(data, data.offsets[u], data.train_end[u], max_len + 1)  # [B, L+1]
+        items, behaviors = win_items[:, :-1], win_beh[:, :-1]
+        labels, label_beh = win_items[:, 1:], win_beh[:, 1:]
+        mask = (items != 0) & (labels != 0)
+        if train_on == "target":
+            mask &= np.isin(label_beh, targets)
+        yield (torch.from_numpy(np.ascontiguousarray(items)), torch.from_numpy(np.ascontiguousarray(behaviors)),
+               torch.from_numpy(np.ascontiguousarray(labels)), torch.from_numpy(mask))
+
+
+@dataclass
+class EvalBatch:
+    index: np.ndarray  # int64 [B] rows of the target set these instances are
+    items: Tensor  # long [B, max_len] left-padded history (empty for zero-shot instances)
+    behaviors: Tensor  # long [B, max_len]
+    targets: Tensor  # long [B]
+    negatives: Tensor  # long [B, m]
+    history_rows: Tensor  # long [H] row in the batch of each history event (all of it, not only the window)
+    history_items: Tensor  # long [H] item of each history event; with history_rows: the exclude-mask source
+
+    def exclude_mask(self, n_items: int, device: torch.device | str = "cpu") -> Tensor:
+        """bool [B, n_items + 1]: True at items in each instance's history (the target is NOT cleared here)."""
+        m = torch.zeros(len(self.targets), n_items + 1, dtype=torch.bool, device=device)
+        m[self.history_rows.to(device), self.history_items.to(device)] = True
+        return m
+
+
+def eval_batches(
+    data: SequenceDataset,
+    target_set: str | TargetSet,
+    max_len: int,
+    batch_size: int,
+    subset: np.ndarray | None = None,
+) -> Iterator[EvalBatch]:
+    """Batches of evaluation instances in target-set order (optionally only rows where ``subset`` is true).
+
+    History = the user's events (all behaviors) before the target's position; zero-shot instances have none.
+    The model sees the last ``max_len`` of them; the exclude source covers the whole history, because an item
+    the user already acted on is excluded from full ranking however long ago that was.
+    """
+    ts = data.targets[target_set] if isinstance(target_set, str) else target_set
+    rows = np.arange(len(ts), dtype=np.int64)
+    if subset is not None:
+        subset = np.asarray(subset, dtype=bool)
+        if subset.shape != (len(ts),):
+            raise ValueError(f"eval_batches: subset has shape {subset.shape}, target set has {len(ts)} instances")
+        rows = rows[subset]
+    hist_start_all = ts.history_start(data.offsets)
+    for lo in range(0, len(rows), batch_size):
+        r = rows[lo:lo + batch_size]
+        start = hist_start_all[r]
+        end = ts.positions[r].astype(np.int64)
+        items, behaviors = gather_windows(data, start, end, max_len)
+        lens = end - start
+        # Flat indices of every history event of the batch: start[i] + 0..lens[i]-1 for each row i.
+        h_rows = np.repeat(np.arange(len(r), dtype=np.int64), lens)
+        first = np.repeat(start - np.concatenate(([0], np.cumsum(lens)[:-1])), lens)
+        h_idx = first + np.arange(int(lens.sum()), dtype=np.int64)
+        yield EvalBatch(
+            index=r,
+            items=torch.from_numpy(items),
+            behaviors=torch.from_numpy(behaviors),
+            targets=torch.from_numpy(ts.items[r].astype(np.int64)),
+            negatives=torch.from_numpy(np.ascontiguousarray(ts.negatives[r].astype(np.int64))),
+            history_rows=torch.from_numpy(h_rows),
+            history_items=torch.from_numpy(data.items[h_idx].astype(np.int64)),
+        )

@@ -1,0 +1,127 @@
+"""Evaluate any scorer on a target set under the sampled and/or full-ranking protocol.
+
+Metric names carry their protocol, because the two are not comparable (sampled numbers are much higher):
+``sampled{m}_hr_at_10`` ranks the target against the m negatives stored with the split (m = 99 usually), the same
+ones for every model; ``full_hr_at_10`` ranks it against every item.  Full ranking drops from the candidate list
+the items in the user's history other than the target (RecBole's convention: a recommender is not asked to
+re-recommend what the user already has; the target stays a candidate even when it occurred earlier, e.g. an item
+clicked and then bought).  ``exclude_history=False`` ranks against all items instead.  Ties are pessimistic (see
+``components.metrics.ranking``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from components.data.sequences import SequenceDataset, TargetSet
+from components.metrics.ranking import DEFAULT_KS, metrics_from_ranks, n_candidates_full, ranks_full, ranks_sampled
+from components.training.batches import eval_batches
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """What evaluation needs from a model: scores given a left-padded history (items, behaviors [B, N])."""
+
+    max_len: int  # longest history window the model reads
+
+    def score_all(self, items: Tensor, behaviors: Tensor) -> Tensor: ...  # [B, n_items + 1]
+
+    def score_items(self, items: Tensor, behaviors: Tensor, candidates: Tensor) -> Tensor: ...  # [B, C]
+
+
+def resolve_device(device: str | torch.device | None, model: object | None = None) -> torch.device:
+    """'auto' -> CUDA when available; None -> the device of the model's first parameter/buffer (else CPU)."""
+    if device is None:
+        if isinstance(model, torch.nn.Module):
+            for t in list(model.parameters()) + list(model.buffers()):
+                return t.device
+        return torch.device("cpu")
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@torch.no_grad()
+def evaluate(
+    model: Scorer,
+    data: SequenceDataset,
+    target_set: str | TargetSet,
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    protocols: Sequence[str] = ("sampled", "full"),
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    exclude_history: bool = True,
+    subset: np.ndarray | None = None,
+    max_len: int | None = None,
+) -> dict[str, float]:
+    """Metrics of ``model`` on one target set: ``{protocol}_{metric}`` plus ``n`` (instances evaluated).
+
+    ``subset`` (bool over the target set's instances) restricts evaluation, e.g. to ``zero_shot`` rows of
+    ``cold_test``.  ``max_len`` defaults to the model's own window.  The model is put in eval mode and given back
+    in the mode it came in.  Full ranking holds a [batch_size, n_items + 1] score matrix plus two bool masks of
+    that shape on the device: lower ``batch_size`` for catalogs of millions of items.
+    """
+    unknown = sorted(set(protocols) - {"sampled", "full"})
+    if unknown:
+        raise ValueError(f"evaluate: unknown protocol(s) {unknown}; use 'sampled' and/or 'full'")
+    if isinstance(target_set, str):
+        if target_set not in data.targets:
+            raise KeyError(f"evaluate: target set {target_set!r} not in dataset (has {sorted(data.targets)})")
+        ts = data.targets[target_set]
+    else:
+        ts = target_set
+    dev = resolve_device(device, model)
+    if max_len is None and not hasattr(model, "max_len"):
+        raise TypeError(f"evaluate: {type(model).__name__} has no max_len attribute; pass max_len=")
+    window = int(max_len if max_len is not None else model.max_len)
+    m = int(ts.negatives.shape[1]) if ts.negatives.ndim == 2 else 0
+    do_sampled = "sampled" in protocols and m > 0
+    if "sampled" in protocols and m == 0:
+        logger.warning("evaluate: target set has no stored negatives; skipping the sampled protocol")
+    do_full = "full" in protocols
+
+    was_training = bool(getattr(model, "training", False))
+    if hasattr(model, "eval"):
+        model.eval()
+    sampled_ranks: list[Tensor] = []
+    full_ranks: list[Tensor] = []
+    full_cands: list[Tensor] = []
+    n = 0
+    try:
+        for b in eval_batches(data, ts, window, batch_size, subset=subset):
+            items, behaviors = b.items.to(dev), b.behaviors.to(dev)
+            targets = b.targets.to(dev)
+            n += len(targets)
+            if do_sampled:
+                cands = torch.cat([targets[:, None], b.negatives.to(dev)], dim=1)  # [B, 1+m]
+                s = model.score_items(items, behaviors, cands).float()  # [B, 1+m]
+                sampled_ranks.append(ranks_sampled(s[:, 0], s[:, 1:]).cpu())
+            if do_full:
+                scores = model.score_all(items, behaviors).float()  # [B, n_items+1]
+                exclude = b.exclude_mask(data.n_items, dev) if exclude_history else None
+                full_ranks.append(ranks_full(scores, targets, exclude).cpu())
+                full_cands.append(n_candidates_full(data.n_items, targets, exclude).cpu())
+    finally:
+        if hasattr(model, "train"):
+            model.train(was_training)
+
+    out: dict[str, float] = {"n": n}
+    if do_sampled:
+        r = torch.cat(sampled_ranks) if sampled_ranks else torch.zeros(0, dtype=torch.long)
+        for k, v in metrics_from_ranks(r, m + 1, ks).items():
+            out[f"sampled{m}_{k}"] = v
+    if do_full:
+        r = torch.cat(full_ranks) if full_ranks else torch.zeros(0, dtype=torch.long)
+        c = torch.cat(full_cands) if full_cands else torch.zeros(0, dtype=torch.long)
+        for k, v in metrics_from_ranks(r, c, ks).items():
+            out[f"full_{k}"] = v
+    return out

@@ -1,0 +1,367 @@
+"""Train a sequential recommender on next-item prediction, with validation, early stopping and resumable
+checkpoints.
+
+The loop is deliberately plain (one optimizer, one loss, one validation per ``eval_every`` epochs).  What makes it
+reproducible and resumable:
+- every random draw comes from ``cfg.seed``: one numpy Generator (batch order, sampled negatives) and torch's global
+  generator (dropout), seeded at the start and both saved in every checkpoint, so a resumed run draws exactly
+  what an uninterrupted one would have;
+- the checkpoint holds tensors and plain Python values only (torch.save, loaded with ``weights_only=True``), is
+  written to a temporary file and moved into place with ``os.replace`` so a crash mid-write never leaves a torn
+  file, and is reused only if its model and training configs match the current ones.
+
+Model interface (SASRec follows it; EBM/END4Rec encoders and prompt tuners can too): ``encode(items, behaviors)``
+-> [B, N, d], ``output_embeddings()`` -> [n_items + 1, d], a ``config`` with ``to_dict()``.  A model that needs a
+different objective (extra regularisers, contrastive terms) defines ``training_loss(items, behaviors, labels,
+label_mask, kind, negatives)`` and the trainer calls that instead of ``next_item_loss``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from components.data.sequences import SequenceDataset
+from components.training.batches import training_batches, training_users
+from components.training.evaluation import evaluate, resolve_device
+
+logger = logging.getLogger(__name__)
+
+LOSSES = ("ce", "bce", "bpr")
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+#: TrainConfig fields that may change between a run and its resumption without changing what is computed.
+_RESUME_FREE_FIELDS = ("epochs", "device", "num_threads", "progress", "valid_batch_size")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0  # decoupled (AdamW); applied to matrices only, not to biases/LayerNorm gains
+    loss: str = "ce"  # "ce": softmax over all items; "bce": one sampled negative per position (SASRec); "bpr"
+    train_on: str = "target"  # labels: "target" behaviors only, or "all" events; inputs always hold every event
+    patience: int | None = None  # stop after this many validations without improvement; None: never stop early
+    valid_set: str | None = "valid"  # target set used for model selection; None: no validation, keep last epoch
+    valid_metric: str = "sampled99_ndcg_at_10"  # key of evaluate()'s result; higher is better
+    valid_batch_size: int = 256
+    #: Protocols evaluated every epoch (the one of valid_metric is always included): both, so the per-epoch
+    #: curves in MLflow show sampled and full-ranking metrics side by side.
+    valid_protocols: tuple[str, ...] = ("sampled", "full")
+    grad_clip: float | None = None  # max global grad norm
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
+    amp: bool = True  # mixed precision, used only on CUDA (bf16 when supported, else fp16 with loss scaling)
+    eval_every: int = 1
+    max_steps_per_epoch: int | None = None
+    num_threads: int | None = None  # torch intra-op threads on CPU (process-wide setting)
+    progress: bool = True  # tqdm bar per epoch (auto-hidden when stderr is not a terminal)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.loss not in LOSSES:
+            problems.append(f"loss={self.loss!r} must be one of {LOSSES}")
+        if self.train_on not in ("target", "all"):
+            problems.append(f"train_on={self.train_on!r} must be 'target' or 'all'")
+        if self.epochs < 0 or self.batch_size < 1 or self.eval_every < 1:
+            problems.append("epochs must be >= 0, batch_size and eval_every >= 1")
+        if self.patience is not None and self.patience < 1:
+            problems.append(f"patience={self.patience} must be >= 1 or None")
+        if not re.match(r"(full|sampled\d+)_", self.valid_metric):
+            problems.append(f"valid_metric={self.valid_metric!r} must start with 'sampled<m>_' or 'full_'")
+        if problems:
+            raise ValueError("TrainConfig: " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"TrainConfig.from_dict: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        return cls(**d)
+
+
+class TrainableModel(Protocol):
+    config: object  # has to_dict()
+
+    def encode(self, items: Tensor, behaviors: Tensor) -> Tensor: ...  # [B, N, d]
+
+    def output_embeddings(self) -> Tensor: ...  # [n_items + 1, d]
+
+
+@dataclass
+class TrainResult:
+    history: list[dict]  # one record per epoch run so far (restored ones included): epoch, loss, seconds, metrics
+    best_epoch: int  # 0 if no epoch ran
+    best_metric: float | None  # validation metric at best_epoch (None without validation)
+    best_state: dict[str, Tensor]  # CPU copy of the model's state dict at best_epoch; loaded into the model
+    resumed: bool
+    start_epoch: int  # first epoch this call trained (checkpoint epoch + 1 when resumed)
+    stopped_early: bool = False
+    metric_name: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+# ---- losses ------------------------------------------------------------------------------------------------------
+def sample_negatives(labels: np.ndarray, n_items: int, rng: np.random.Generator) -> np.ndarray:
+    """One uniform item per position, never equal to that position's label (redrawn until it differs)."""
+    if n_items < 2:
+        raise ValueError(f"sample_negatives: need at least 2 items to draw a negative, have {n_items}")
+    neg = rng.integers(1, n_items + 1, size=labels.shape)
+    clash = neg == labels
+    while clash.any():
+        neg[clash] = rng.integers(1, n_items + 1, size=int(clash.sum()))
+        clash = neg == labels
+    return neg
+
+
+def next_item_loss(hidden: Tensor, table: Tensor, labels: Tensor, mask: Tensor, kind: str,
+                   negatives: Tensor | None = None) -> Tensor:
+    """Mean next-item loss over masked positions.
+
+    hidden [B, N, d], table [n_items+1, d] (row 0 = padding), labels/negatives [B, N] item ids, mask [B, N] bool.
+    """
+    h = hidden[mask]  # [M, d]: only labelled positions, which for sparse target behaviors is a small share
+    y = labels[mask]  # [M]
+    if kind == "ce":
+        logits = h @ table[1:].T  # [M, n_items]; the padding row is never a class
+        return F.cross_entropy(logits.float(), y - 1)
+    if negatives is None:
+        raise ValueError(f"next_item_loss: loss {kind!r} needs sampled negatives")
+    neg = negatives[mask]  # [M]
+    pos_score = (h * table[y]).sum(-1).float()  # [M]
+    neg_score = (h * table[neg]).sum(-1).float()  # [M]
+    if kind == "bce":
+        return -(F.logsigmoid(pos_score) + F.logsigmoid(-neg_score)).mean()
+    if kind == "bpr":
+        return -F.logsigmoid(pos_score - neg_score).mean()
+    raise ValueError(f"next_item_loss: unknown loss {kind!r}; use one of {LOSSES}")
+
+
+def _model_loss(model: nn.Module, items: Tensor, behaviors: Tensor, labels: Tensor, mask: Tensor, kind: str,
+                negatives: Tensor | None) -> Tensor:
+    custom = getattr(model, "training_loss", None)
+    if callable(custom):
+        return custom(items, behaviors, labels, mask, kind, negatives)
+    hidden = model.encode(items, behaviors)
+    return next_item_loss(hidden, model.output_embeddings(), labels, mask, kind, negatives)
+
+
+# ---- checkpoints -------------------------------------------------------------------------------------------------
+def _resume_key(cfg: TrainConfig) -> dict:
+    d = cfg.to_dict()
+    for k in _RESUME_FREE_FIELDS:
+        d.pop(k, None)
+    return d
+
+
+def _model_config_dict(model: nn.Module) -> dict:
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_dict"):
+        raise TypeError(f"train: {type(model).__name__} needs a .config with to_dict() (used to match checkpoints)")
+    return config.to_dict()
+
+
+def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    """torch.save to ``path`` atomically: a reader sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _config_diff(a: dict, b: dict) -> list[str]:
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+# ---- training ----------------------------------------------------------------------------------------------------
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # Decay only matrices (embeddings, Linear weights): decaying biases and LayerNorm gains only hurts.
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def train(
+    model: nn.Module,
+    data: SequenceDataset,
+    cfg: TrainConfig,
+    *,
+    checkpoint_dir: Path | None = None,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    users: np.ndarray | None = None,
+) -> TrainResult:
+    """Train ``model`` on the training prefixes of ``users`` (default: the warm users).
+
+    Validation (every ``eval_every`` epochs and after the last) picks the best epoch by ``cfg.valid_metric`` on
+    ``cfg.valid_set``; at the end the best weights are loaded back into ``model``.  With ``checkpoint_dir`` a
+    checkpoint is written after every epoch and a matching one found there is resumed from.
+    ``on_epoch_end(epoch, record)`` receives each epoch's record (e.g. to log it to MLflow).
+    """
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(cfg.device)
+    model.to(device)
+    use_amp = cfg.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    # Loss scaling is only needed for fp16, whose small exponent range underflows gradients; bf16 has fp32's range.
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    optimizer = build_optimizer(model, cfg)
+    n_items = int(_model_config_dict(model).get("n_items", data.n_items))
+    if n_items != data.n_items:
+        raise ValueError(f"train: model has n_items={n_items}, dataset has n_items={data.n_items}")
+    max_len = int(getattr(model, "max_len"))
+    train_users = training_users(data, data.warm_users if users is None else users)
+    if len(train_users) == 0:
+        raise ValueError("train: no user has at least two events in its training prefix (offsets[u]:train_end[u])")
+    if cfg.valid_set is not None and cfg.valid_set not in data.targets:
+        raise KeyError(f"train: valid_set {cfg.valid_set!r} not in dataset targets {sorted(data.targets)}")
+
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)  # dropout draws from torch's global generator (CPU and CUDA)
+    model_cfg = _model_config_dict(model)
+    st = {"epoch": 0, "best_metric": None, "best_epoch": 0, "best_state": None, "bad_evals": 0, "history": [],
+          "stopped_early": False}
+    resumed = False
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    if ckpt_path is not None:
+        ckpt = load_checkpoint(ckpt_path)
+        if ckpt is not None:
+            diff = _config_diff(ckpt.get("model_config", {}), model_cfg) + \
+                _config_diff(ckpt.get("train_key", {}), _resume_key(cfg))
+            if ckpt.get("format") != CHECKPOINT_FORMAT or diff:
+                logger.warning("checkpoint %s does not match this run (differs in %s); starting fresh",
+                               ckpt_path, diff or "format")
+            else:
+                model.load_state_dict(ckpt["model"])
+                optimizer.load_state_dict(ckpt["optimizer"])
+                if ckpt.get("scaler"):
+                    scaler.load_state_dict(ckpt["scaler"])
+                rng.bit_generator.state = ckpt["numpy_rng"]
+                torch.set_rng_state(ckpt["torch_rng"])
+                if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+                    torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
+                for k in st:
+                    st[k] = ckpt[k]
+                resumed = True
+                logger.info("resuming from %s after epoch %d", ckpt_path, st["epoch"])
+    start_epoch = st["epoch"] + 1
+
+    steps = math.ceil(len(train_users) / cfg.batch_size)
+    if cfg.max_steps_per_epoch is not None:
+        steps = min(steps, cfg.max_steps_per_epoch)
+    metric_key = f"{cfg.valid_set}_{cfg.valid_metric}" if cfg.valid_set else None
+    protocol = "full" if cfg.valid_metric.startswith("full_") else "sampled"
+
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        if st["stopped_early"]:
+            break
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum, n_steps = 0.0, 0
+        batches = training_batches(data, train_users, max_len, cfg.batch_size, rng, cfg.train_on)
+        bar = tqdm(batches, total=steps, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
+                   disable=None if cfg.progress else True)
+        for step, (items, behaviors, labels, mask) in enumerate(bar):
+            if step >= steps:
+                break
+            negatives = None
+            if cfg.loss != "ce":
+                negatives = torch.from_numpy(sample_negatives(labels.numpy(), data.n_items, rng)).to(device)
+            if not bool(mask.any()):
+                continue  # no labelled position in this batch (possible with sparse target behaviors)
+            items, behaviors = items.to(device), behaviors.to(device)
+            labels, mask = labels.to(device), mask.to(device)
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
+                loss = _model_loss(model, items, behaviors, labels, mask, cfg.loss, negatives)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            # .item() waits for the device; once per step is cheap next to the step itself and gives a live loss.
+            loss_value = float(loss.item())
+            loss_sum += loss_value
+            n_steps += 1
+            bar.set_postfix(loss=f"{loss_value:.4f}")
+        bar.close()
+        record: dict = {"epoch": epoch, "loss": loss_sum / max(n_steps, 1), "steps": n_steps,
+                        "seconds": time.perf_counter() - t0}
+
+        due = epoch % cfg.eval_every == 0 or epoch == cfg.epochs
+        if cfg.valid_set is not None and due:
+            t1 = time.perf_counter()
+            protocols = tuple(dict.fromkeys((protocol, *cfg.valid_protocols)))
+            metrics = evaluate(model, data, cfg.valid_set, protocols=protocols, batch_size=cfg.valid_batch_size,
+                               device=device)
+            if cfg.valid_metric not in metrics:
+                raise KeyError(f"train: valid_metric {cfg.valid_metric!r} not among the metrics of "
+                               f"{cfg.valid_set!r}: {sorted(metrics)}")
+            record.update({f"{cfg.valid_set}_{k}": v for k, v in metrics.items()})
+            record["eval_seconds"] = time.perf_counter() - t1
+            value = float(metrics[cfg.valid_metric])
+            if st["best_metric"] is None or value > st["best_metric"]:
+                st.update(best_metric=value, best_epoch=epoch, best_state=_cpu_state(model), bad_evals=0)
+            else:
+                st["bad_evals"] += 1
+                if cfg.patience is not None and st["bad_evals"] >= cfg.patience:
+                    st["stopped_early"] = True
+                    logger.info("early stop after epoch %d: %s has not improved for %d validations (best %.4f "
+                                "at epoch %d)", epoch, metric_key, st["bad_evals"], st["best_metric"],
+                                st["best_epoch"])
+        elif cfg.valid_set is None:
+            st.update(best_epoch=epoch, best_state=_cpu_state(model))
+        st["epoch"] = epoch
+        st["history"].append(record)
+        logger.info("epoch %d: loss %.4f, %d steps, %.1f s%s", epoch, record["loss"], n_steps, record["seconds"],
+                    f", {metric_key} {record[metric_key]:.4f}" if metric_key and metric_key in record else "")
+
+        if ckpt_path is not None:
+            save_checkpoint(ckpt_path, {
+                "format": CHECKPOINT_FORMAT, "model_config": model_cfg, "train_key": _resume_key(cfg),
+                "train_config": cfg.to_dict(), "model": _cpu_state(model), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None, **st,
+            })
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, copy.deepcopy(record))
+
+    if st["best_state"] is None:  # no epoch ran (epochs=0) or validation never happened
+        st["best_state"] = _cpu_state(model)
+        st["best_epoch"] = st["epoch"]
+    model.load_state_dict(st["best_state"])
+    return TrainResult(history=st["history"], best_epoch=st["best_epoch"], best_metric=st["best_metric"],
+                       best_state=st["best_state"], resumed=resumed, start_epoch=start_epoch,
+                       stopped_early=st["stopped_early"], metric_name=metric_key)

@@ -1,0 +1,13 @@
+"""Thin ZenML steps: each reads like a sentence that calls components."""
+
+import materializers  # noqa: F401  (registers our materializers)
+from steps.clean import clean
+from steps.evaluate import evaluate
+from steps.fingerprint import fingerprint_input
+from steps.ingest import ingest
+from steps.pretrain import pretrain
+from steps.register import register
+from steps.split import split
+from steps.validate import validate
+
+__all__ = ["fingerprint_input", "ingest", "validate", "clean", "split", "pretrain", "evaluate", "register"]

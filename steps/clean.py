@@ -1,0 +1,20 @@
+from typing import Annotated, Optional
+
+import pyarrow as pa
+from zenml import log_metadata, step
+
+import components.data.clean as cleaning
+from components.settings import from_dict
+from components.tracking import mlflow_log
+from steps._common import TRACKER, cache_on
+
+
+@step(experiment_tracker=TRACKER, cache_policy=cache_on(cleaning))
+def clean(interactions: pa.Table, rules: Optional[dict] = None) -> Annotated[cleaning.CleanResult, "clean_interactions"]:
+    """Drop duplicates and out-of-window rows, apply the k-core filter, remap ids, sort by time."""
+    cfg = from_dict(cleaning.CleanConfig, rules, where="steps.clean.parameters.rules")
+    result = cleaning.clean_interactions(interactions, cfg)
+    mlflow_log.log_params(rules or {}, prefix="clean.")
+    mlflow_log.log_dict(result.report, "data/clean_report.json")
+    log_metadata({"rows_in": result.report["rows_in"], "rows_out": result.report["rows_out"]})
+    return result

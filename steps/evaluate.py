@@ -1,0 +1,32 @@
+from typing import Annotated, Optional
+
+from zenml import step
+
+import components.training.evaluation as evaluation
+import components.training.report as reporting
+from components.data.sequences import SequenceDataset
+from components.metrics.report import EvaluationReport
+from components.models.trained import TrainedModel
+from components.tracking import mlflow_log
+from steps._common import TRACKER, cache_on
+
+
+@step(experiment_tracker=TRACKER, cache_policy=cache_on(reporting, evaluation))
+def evaluate(
+    pretrained_model: TrainedModel,
+    sequences: SequenceDataset,
+    dataset: str,
+    ks: Optional[list[int]] = None,
+    batch_size: int = 256,
+) -> Annotated[EvaluationReport, "evaluation"]:
+    """Rank test targets under both protocols (sampled negatives, full ranking) for the model and popularity."""
+    report = reporting.evaluation_report(pretrained_model, sequences, dataset, ks=tuple(ks or (5, 10, 20, 50)),
+                                         batch_size=batch_size)
+    for name, metrics in report.metrics.items():
+        prefix = "" if name == pretrained_model.architecture else f"{name}_"
+        mlflow_log.log_metrics(metrics, prefix=prefix)
+    mlflow_log.log_text(report.to_markdown(), "evaluation/metrics.md")
+    mlflow_log.log_dict(report.to_json(), "evaluation/metrics.json")
+    if report.curves_png:
+        mlflow_log.log_bytes(report.curves_png, "evaluation/training_curves.png")
+    return report

@@ -1,0 +1,28 @@
+from typing import Annotated, Optional
+
+import pyarrow as pa
+from zenml import log_metadata, step
+
+import components.data.readers as readers
+from components.tracking import mlflow_log
+from steps._common import TRACKER, cache_on
+
+
+@step(experiment_tracker=TRACKER, cache_policy=cache_on(readers))
+def ingest(
+    dataset: str,
+    raw_path: str,
+    input_fingerprint: str,
+    mapping: Optional[dict] = None,
+    max_malformed_fraction: float = 0.001,
+) -> tuple[
+    Annotated[pa.Table, "interactions"],
+    Annotated[pa.Table, "profiles"],
+    Annotated[dict, "ingest_report"],
+]:
+    """Read the raw logs into the canonical interactions and profile tables, skipping malformed rows."""
+    result = readers.read_dataset(dataset, raw_path, mapping=mapping, max_malformed_fraction=max_malformed_fraction)
+    mlflow_log.log_params({"dataset": dataset, "raw_path": raw_path, "input_fingerprint": input_fingerprint[:16]})
+    mlflow_log.log_dict(result.report, "data/ingest_report.json")
+    log_metadata({"rows": result.interactions.num_rows, "profiles": result.profiles.num_rows})
+    return result.interactions, result.profiles, result.report

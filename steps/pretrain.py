@@ -1,0 +1,36 @@
+from typing import Annotated, Optional
+
+from zenml import get_step_context, step
+from zenml.client import Client
+
+import components.models.sasrec as sasrec
+import components.training.batches as batches
+import components.training.pretrain as pretraining
+import components.training.trainer as trainer
+from components.data.sequences import SequenceDataset
+from components.models.trained import TrainedModel
+from components.tracking import mlflow_log
+from steps._common import TRACKER, cache_on
+
+
+@step(experiment_tracker=TRACKER, cache_policy=cache_on(pretraining, trainer, batches, sasrec))
+def pretrain(
+    sequences: SequenceDataset,
+    seed: int = 42,
+    model: Optional[dict] = None,
+    training: Optional[dict] = None,
+) -> Annotated[TrainedModel, "pretrained_model"]:
+    """Pre-train the encoder on warm users, logging every epoch; resumes from the last checkpoint if killed."""
+    mlflow_log.log_params({"model": model or {}, "training": training or {}, "seed": seed})
+
+    def log_epoch(epoch: int, metrics: dict) -> None:
+        # Under "epoch/": the UI groups the curves, and they stay apart from evaluate's final figures.
+        mlflow_log.log_metrics(metrics, step=epoch, prefix="epoch/")
+
+    trained = pretraining.pretrain_model(
+        sequences, model, training, seed=seed, on_epoch_end=log_epoch,
+        checkpoint_root=Client().root / ".checkpoints" if Client().root else None,
+        data_key=str(get_step_context().inputs["sequences"][0].id),
+    )
+    mlflow_log.log_metrics({"n_parameters": trained.info["n_parameters"], "pretrain_seconds": trained.info["wall_seconds"]})
+    return trained

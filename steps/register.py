@@ -1,0 +1,23 @@
+from typing import Annotated
+
+from zenml import log_metadata, step
+
+from components.data.sequences import SequenceDataset
+from components.metrics.report import EvaluationReport
+from components.models.trained import TrainedModel
+from components.serving.registry import register_recommender
+from steps._common import TRACKER
+
+
+@step(experiment_tracker=TRACKER, enable_cache=False)
+def register(
+    pretrained_model: TrainedModel,
+    sequences: SequenceDataset,
+    evaluation: EvaluationReport,
+    dataset: str,
+    selection_metric: str = "valid_sampled99_ndcg_at_10",
+) -> Annotated[dict, "registration"]:
+    """Register the model as an MLflow pyfunc; move the champion alias only if it beats the champion."""
+    result = register_recommender(pretrained_model, sequences, evaluation, dataset, selection_metric=selection_metric)
+    log_metadata(result)
+    return result

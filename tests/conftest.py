@@ -1,0 +1,59 @@
+"""Test-wide setup: every ZenML and MLflow store lives in a temp dir, never in the user's home or the repo.
+
+The environment must be set before zenml is first imported, hence module level here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+
+_TMP = Path(tempfile.mkdtemp(prefix="mbprompt-tests-"))
+os.environ.update({
+    "ZENML_CONFIG_PATH": str(_TMP / "zenml-config"),
+    "ZENML_REPOSITORY_PATH": str(_TMP / "zenml-repo"),
+    "ZENML_ANALYTICS_OPT_IN": "false",
+    "ZENML_AUTO_OPEN_DASHBOARD": "false",
+    "ZENML_ENABLE_RICH_TRACEBACK": "false",
+    "ZENML_LOGGING_VERBOSITY": "WARNING",
+    "GX_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "TQDM_DISABLE": "1",
+})
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    if not SHARED_DATASETS.is_dir():
+        pytest.fail(f"real test data not found at {SHARED_DATASETS} (CI checks shared/ out beside the repo)")
+    return SHARED_DATASETS
+
+
+@pytest.fixture(scope="session")
+def taobao_head(shared_datasets: Path) -> Path:
+    return shared_datasets / "taobao_userbehavior_head" / "UserBehavior.csv"
+
+
+@pytest.fixture(scope="session")
+def zenml_env() -> dict:
+    """A real ZenML local store (SQLite) and a real MLflow SQLite store, both in the session's temp dir, with
+    the local stack registered exactly as `make setup` registers it."""
+    from zenml.client import Client
+
+    from infra.stacks.local_stack import ensure_local_stack
+
+    repo = Path(os.environ["ZENML_REPOSITORY_PATH"])
+    repo.mkdir(parents=True, exist_ok=True)
+    if not (repo / ".zen").exists():
+        Client.initialize(root=repo)
+    mlflow_dir = _TMP / "mlflow"
+    uri = ensure_local_stack(mlflow_dir)
+    return {"tracking_uri": uri, "mlflow_dir": mlflow_dir, "tmp": _TMP}
