@@ -1,0 +1,23 @@
+"""Per-dataset facts the pipeline needs beyond the raw format: behavior vocabularies and validation defaults."""
+
+from __future__ import annotations
+
+from components.data.schema import BEHAVIORS
+from components.settings import from_dict
+
+
+def behaviors_for(dataset: str, mapping: dict | None = None) -> list[str]:
+    if dataset in BEHAVIORS:
+        return list(BEHAVIORS[dataset])
+    if dataset == "generic":
+        values = (mapping or {}).get("behavior_values")
+        return list(dict.fromkeys(values.values())) if values else ["interact"]
+    raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(BEHAVIORS) + ['generic']}")
+
+
+def validation_config(dataset: str, rules: dict | None, mapping: dict | None = None):
+    """The dataset's behavior set plus the config's rules (time window, minimum users, profile domains)."""
+    from components.data.validation import ValidationConfig
+
+    values = {"behaviors": behaviors_for(dataset, mapping), **(rules or {})}
+    return from_dict(ValidationConfig, values, where="steps.validate.parameters.rules")

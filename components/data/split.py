@@ -1,0 +1,247 @@
+"""Warm/cold user split, leave-one-out targets and fixed sampled negatives.
+
+Users are warm or cold by how many *target-behavior* events they have (PPR: fewer than 10 is cold).
+- Warm users pre-train.  Leave-one-out over their target events: the last is ``test``, the second-to-last is
+  ``valid``, and the training prefix is every event (all behaviors) before the validation target.
+- Cold users are split (seeded) into tuning and test users, ``cold_tune_share`` of them for tuning.  A tuning
+  user's last target event is ``cold_valid``; its training prefix is everything before it.  A test user gives a
+  few-shot instance (its last target event, with the history before it) and a zero-shot instance (its first target
+  event, with no history at all).
+- Data with no naturally cold users (every ML-1M user has at least 20 ratings) gets *simulated* cold users: a
+  seeded share of users whose histories are cut after their k-th target event, k drawn in
+  [2, cold_threshold - 1], as cold-start papers do.  ``meta["cold_mode"]`` says which was used.
+- Users with no target event at all cannot be evaluated or tuned and are left out (counted in ``meta``).
+
+Negatives: ``n_negatives`` items per instance, uniform over items the user never interacted with (in any
+behavior, in its whole original history, including what a simulated cut removed), distinct within an instance,
+drawn once from the config's seed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from components.data.clean import CleanResult
+from components.data.schema import BEHAVIOR, ITEM, TIMESTAMP, USER
+from components.data.sequences import SequenceDataset, TargetSet
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitConfig:
+    #: Behavior names whose events are prediction targets; None = every behavior (e.g. every ML-1M rating).
+    target_behaviors: list[str] | None = None
+    #: Users with fewer target events than this are cold (PPR uses 10).
+    cold_threshold: int = 10
+    #: "auto": simulate cold users only when fewer than ``min_natural_cold_share`` of users are naturally cold.
+    cold_mode: str = "auto"  # auto | natural | simulated
+    min_natural_cold_share: float = 0.05
+    simulated_cold_share: float = 0.2
+    cold_tune_share: float = 0.8
+    n_negatives: int = 99
+    seed: int = 42
+
+
+class SplitError(ValueError):
+    pass
+
+
+def build_sequences(clean: CleanResult, profiles: pa.Table | None, cfg: SplitConfig) -> SequenceDataset:
+    if cfg.cold_threshold < 3:
+        raise SplitError(f"cold_threshold must be >= 3 (warm users need train, valid and test targets), "
+                         f"got {cfg.cold_threshold}")
+    if cfg.cold_mode not in ("auto", "natural", "simulated"):
+        raise SplitError(f"cold_mode must be auto, natural or simulated, got {cfg.cold_mode!r}")
+    rng = np.random.default_rng(cfg.seed)
+    t = clean.interactions
+    names = t.column(BEHAVIOR).chunk(0).dictionary.to_pylist()
+    users = t.column(USER).to_numpy().astype(np.int64)
+    items = t.column(ITEM).to_numpy().astype(np.int32)
+    behaviors = (t.column(BEHAVIOR).combine_chunks().indices.to_numpy(zero_copy_only=False) + 1).astype(np.int8)
+    timestamps = t.column(TIMESTAMP).to_numpy().astype(np.int64)
+    n_users, n_items = len(clean.user_ids), len(clean.item_ids)
+
+    if cfg.target_behaviors is None:
+        target_codes = list(range(1, len(names) + 1))
+    else:
+        unknown = [b for b in cfg.target_behaviors if b not in names]
+        if unknown:
+            raise SplitError(f"target behavior(s) {unknown} not in the data's behaviors {names}")
+        target_codes = [names.index(b) + 1 for b in cfg.target_behaviors]
+    is_target = np.isin(behaviors, target_codes)
+
+    offsets = np.zeros(n_users + 2, np.int64)
+    np.cumsum(np.bincount(users, minlength=n_users + 1), out=offsets[1:])
+    n_target = np.bincount(users[is_target], minlength=n_users + 1)
+    # Every (user, item) pair ever seen, before any simulated cut: negatives must avoid all of them.
+    seen = np.unique(users * (n_items + 1) + items)
+
+    has_target = n_target >= 1
+    has_target[0] = False
+    natural_cold = has_target & (n_target < cfg.cold_threshold)
+    warm = n_target >= cfg.cold_threshold
+    share_natural = natural_cold.sum() / max(1, has_target.sum())
+    mode = cfg.cold_mode
+    if mode == "auto":
+        mode = "natural" if share_natural >= cfg.min_natural_cold_share else "simulated"
+
+    cut_after = np.full(n_users + 1, -1, np.int64)  # simulated cold users: keep events < this index
+    if mode == "simulated":
+        candidates = np.flatnonzero(warm)
+        n_sim = int(round(cfg.simulated_cold_share * candidates.size))
+        chosen = np.sort(rng.choice(candidates, size=n_sim, replace=False))
+        k = rng.integers(2, cfg.cold_threshold, size=n_sim)  # keep k target events, 2 <= k <= threshold-1
+        target_pos = np.flatnonzero(is_target)
+        first_target_idx = np.searchsorted(target_pos, offsets[chosen])
+        cut_after[chosen] = target_pos[first_target_idx + k - 1] + 1
+        warm[chosen] = False
+        cold = np.zeros_like(warm)
+        cold[chosen] = True
+    else:
+        cold = natural_cold
+
+    if cut_after.max() >= 0:
+        keep = np.ones(len(users), bool)
+        sim = np.flatnonzero(cut_after >= 0)
+        for_user = cut_after[users]
+        keep &= (for_user < 0) | (np.arange(len(users)) < for_user)
+        users, items, behaviors, timestamps, is_target = (
+            users[keep], items[keep], behaviors[keep], timestamps[keep], is_target[keep])
+        offsets[1:] = np.cumsum(np.bincount(users, minlength=n_users + 1))
+        logger.info("simulated %d cold users by cutting their histories (%d events removed)", sim.size,
+                    int((~keep).sum()))
+
+    warm_users = np.flatnonzero(warm).astype(np.int32)
+    cold_users = np.flatnonzero(cold).astype(np.int32)
+    cold_users = cold_users[rng.permutation(cold_users.size)]
+    n_tune = int(round(cfg.cold_tune_share * cold_users.size))
+    cold_tune = np.sort(cold_users[:n_tune])
+    cold_test = np.sort(cold_users[n_tune:])
+
+    # Positions of target events, grouped by user (events are already time-ordered per user).
+    tpos = np.flatnonzero(is_target)
+    tuser = users[tpos]
+    first_t = np.searchsorted(tuser, np.arange(n_users + 2))  # index into tpos of each user's first target
+    last_t = first_t[1:] - 1  # index of each user's last target event (valid where user has one)
+
+    def last_target(u: np.ndarray, back: int = 0) -> np.ndarray:
+        return tpos[last_t[u] - back]
+
+    train_end = offsets[:-1].copy()  # default: an empty training prefix
+    valid_pos = last_target(warm_users, 1)
+    test_pos = last_target(warm_users, 0)
+    train_end[warm_users] = valid_pos
+    cold_valid_pos = last_target(cold_tune, 0)
+    train_end[cold_tune] = cold_valid_pos
+    few_pos = last_target(cold_test, 0)
+    has_history = few_pos > offsets[cold_test]
+    zero_pos = tpos[first_t[cold_test]]
+
+    sampler = _NegativeSampler(seen, n_items, cfg.n_negatives, rng)
+    targets = {
+        "valid": sampler.target_set(warm_users, valid_pos, items),
+        "test": sampler.target_set(warm_users, test_pos, items),
+        "cold_valid": sampler.target_set(cold_tune, cold_valid_pos, items),
+        "cold_test": sampler.target_set(
+            np.concatenate([cold_test[has_history], cold_test]),
+            np.concatenate([few_pos[has_history], zero_pos]), items,
+            zero_shot=np.concatenate([np.zeros(int(has_history.sum()), bool), np.ones(cold_test.size, bool)])),
+    }
+
+    fields, vocab, prof = _encode_profiles(profiles, clean.user_ids, n_users)
+    meta = {
+        "cold_mode": mode, "natural_cold_share": float(share_natural), "cold_threshold": cfg.cold_threshold,
+        "n_negatives": cfg.n_negatives, "seed": cfg.seed, "target_behaviors": [names[c - 1] for c in target_codes],
+        "n_warm_users": int(warm_users.size), "n_cold_tune_users": int(cold_tune.size),
+        "n_cold_test_users": int(cold_test.size), "n_users_without_target": int((~has_target[1:]).sum()),
+        "n_events": int(users.size), "targets": {k: len(v) for k, v in targets.items()},
+    }
+    logger.info("split (%s cold): %d warm, %d cold tune, %d cold test users; targets %s", mode, warm_users.size,
+                cold_tune.size, cold_test.size, meta["targets"])
+    if warm_users.size == 0:
+        raise SplitError(f"no warm users: no user has >= {cfg.cold_threshold} events of target behavior(s) "
+                         f"{meta['target_behaviors']}; lower split.cold_threshold or pick another target")
+    return SequenceDataset(
+        n_users=n_users, n_items=n_items, behavior_names=names, target_behaviors=target_codes, offsets=offsets,
+        items=items.astype(np.int32), behaviors=behaviors, timestamps=timestamps, train_end=train_end,
+        warm_users=warm_users, cold_tune_users=cold_tune.astype(np.int32), cold_test_users=cold_test.astype(np.int32),
+        targets=targets, user_ids=np.concatenate([[""], clean.user_ids.to_numpy(zero_copy_only=False).astype(str)]),
+        item_ids=np.concatenate([[""], clean.item_ids.to_numpy(zero_copy_only=False).astype(str)]),
+        profile_fields=fields, profile_vocab=vocab, profiles=prof, meta=meta,
+    )
+
+
+class _NegativeSampler:
+    """Uniform negatives over items a user never touched, distinct within an instance, fully vectorised."""
+
+    def __init__(self, seen_keys: np.ndarray, n_items: int, n_neg: int, rng: np.random.Generator):
+        self.seen, self.n_items, self.n_neg, self.rng = seen_keys, n_items, n_neg, rng
+
+    def target_set(self, users: np.ndarray, positions: np.ndarray, items: np.ndarray,
+                   zero_shot: np.ndarray | None = None) -> TargetSet:
+        users = np.asarray(users, np.int32)
+        positions = np.asarray(positions, np.int64)
+        return TargetSet(users=users, positions=positions, items=items[positions].astype(np.int32),
+                         negatives=self.sample(users),
+                         zero_shot=np.zeros(users.size, bool) if zero_shot is None else zero_shot)
+
+    def sample(self, users: np.ndarray) -> np.ndarray:
+        n, m, base = users.size, self.n_neg, self.n_items + 1
+        out = np.zeros((n, m), np.int32)
+        filled = np.zeros(n, np.int64)
+        todo = np.arange(n)
+        for _ in range(50):
+            if todo.size == 0:
+                return out
+            width = 2 * m + 8
+            cand = self.rng.integers(1, self.n_items + 1, size=(todo.size, width))
+            u = users[todo].astype(np.int64)[:, None]
+            keys = u * base + cand
+            pos = np.searchsorted(self.seen, keys).clip(max=self.seen.size - 1)
+            ok = self.seen[pos] != keys
+            # Drop repeats within a row and of what the row already holds; keep the draw order (unbiased).
+            have = np.concatenate([out[todo], cand], axis=1)
+            order = np.argsort(have, axis=1, kind="stable")
+            s = np.take_along_axis(have, order, axis=1)
+            dup_sorted = np.zeros_like(s, bool)
+            dup_sorted[:, 1:] = s[:, 1:] == s[:, :-1]
+            dup = np.empty_like(dup_sorted)
+            np.put_along_axis(dup, order, dup_sorted, axis=1)
+            ok &= ~dup[:, m:]
+            rank = np.cumsum(ok, axis=1) + filled[todo][:, None]
+            take = ok & (rank <= m)
+            rows, cols = np.nonzero(take)
+            out[todo[rows], rank[rows, cols] - 1] = cand[rows, cols]
+            filled[todo] = np.minimum(rank[:, -1], m)
+            todo = todo[filled[todo] < m]
+        free = self.n_items - np.diff(np.searchsorted(self.seen, users[todo][:, None].astype(np.int64) * base
+                                                      + np.array([0, base])), axis=1).ravel()
+        raise SplitError(f"cannot draw {m} distinct negatives for {todo.size} instance(s): e.g. user "
+                         f"{int(users[todo[0]])} has only {int(free[0])} items it never interacted with; "
+                         f"lower split.n_negatives")
+
+
+def _encode_profiles(profiles: pa.Table | None, user_ids: pa.Array, n_users: int):
+    """Integer codes per profile field for contiguous users (0 = unknown or no profile row)."""
+    if profiles is None or profiles.num_rows == 0 or profiles.num_columns <= 1:
+        return [], [], np.zeros((n_users + 1, 0), np.int32)
+    fields = [c for c in profiles.column_names if c != USER]
+    pos = {uid: i + 1 for i, uid in enumerate(user_ids.to_pylist())}
+    prof_users = profiles.column(USER).cast(pa.string()).to_pylist()
+    rows = np.array([pos.get(u, 0) for u in prof_users], np.int64)
+    out = np.zeros((n_users + 1, len(fields)), np.int32)
+    vocab = []
+    for j, f in enumerate(fields):
+        vals = profiles.column(f).cast(pa.string()).to_pylist()
+        v = sorted({x for x in vals if x is not None})
+        vocab.append(v)
+        code = {x: i + 1 for i, x in enumerate(v)}
+        codes = np.array([code.get(x, 0) if x is not None else 0 for x in vals], np.int32)
+        mask = rows > 0
+        out[rows[mask], j] = codes[mask]
+    return fields, vocab, out
