@@ -1,4 +1,4 @@
-"""Cleaning: exact duplicates, the dataset's time window, k-core filtering, contiguous ids, stable time order.
+"""Cleaning: the dataset's time window, exact duplicates, k-core filtering, contiguous ids, stable time order.
 
 Input is a canonical interactions table (see ``schema.py``).  Output is a compact table with contiguous ids
 (users 1..n_users, items 1..n_items; 0 stays free for padding), the behavior column unchanged (dictionary, so
@@ -13,7 +13,6 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -64,46 +63,51 @@ def clean_interactions(table: pa.Table, cfg: CleanConfig) -> CleanResult:
 
     behavior = table.column(BEHAVIOR).combine_chunks()
     names = behavior.dictionary.to_pylist()
-    # Work on integer codes: users and items as dictionary indices, behavior as its int8 index.
+    # Work on integer codes: users and items as ranks of their sorted distinct values, behavior as its index.
     user_codes, user_values = _encode(table.column(USER))
     item_codes, item_values = _encode(table.column(ITEM))
     beh = behavior.indices.to_numpy(zero_copy_only=False).astype(np.int8)
     ts = table.column(TIMESTAMP).to_numpy().astype(np.int64)
     n0 = len(ts)
-    keep = np.ones(n0, dtype=bool)
 
-    if cfg.drop_duplicates and n0:
-        frame = pd.DataFrame({"u": user_codes, "i": item_codes, "b": beh, "t": ts})
-        dup = frame.duplicated(keep="first").to_numpy()
-        keep &= ~dup
-        record("duplicates", n0, int(keep.sum()))
-
+    # 1. time window (first: it is cheap and shrinks everything after it)
+    idx = np.arange(n0)
     if cfg.time_window is not None:
         lo, hi = window_bounds(cfg.time_window)
-        before = int(keep.sum())
-        keep &= (ts >= lo) & (ts <= hi)
-        record("time_window", before, int(keep.sum()))
+        idx = idx[(ts >= lo) & (ts <= hi)]
+        record("time_window", n0, idx.size)
+    if idx.size == 0:
+        raise ValueError(f"clean: no interactions left after cleaning {n0:,} rows; rules applied: {steps}")
 
+    # 2. one stable sort by (user, time): equal timestamps keep file order (IJCAI's day stamps need it)
+    idx = idx[_stable_user_time_order(user_codes[idx], ts[idx])]
+
+    # 3. exact duplicates: identical rows share (user, time), so only runs of equal (user, time) can hold them
+    if cfg.drop_duplicates:
+        before = idx.size
+        idx = idx[~_duplicates_in_runs(user_codes[idx], ts[idx], item_codes[idx], beh[idx])]
+        record("duplicates", before, idx.size)
+
+    # 4. k-core, repeated until stable
     if cfg.min_user_events > 1 or cfg.min_item_events > 1:
-        before = int(keep.sum())
-        keep = _kcore(user_codes, item_codes, keep, cfg.min_user_events, cfg.min_item_events, cfg.max_kcore_rounds)
-        record(f"kcore(u>={cfg.min_user_events},i>={cfg.min_item_events})", before, int(keep.sum()))
+        before = idx.size
+        keep = _kcore(user_codes[idx], item_codes[idx], cfg.min_user_events, cfg.min_item_events,
+                      cfg.max_kcore_rounds)
+        idx = idx[keep]
+        record(f"kcore(u>={cfg.min_user_events},i>={cfg.min_item_events})", before, idx.size)
 
-    idx = np.flatnonzero(keep)
     if idx.size == 0:
         raise ValueError(f"clean: no interactions left after cleaning {n0:,} rows; rules applied: {steps}")
     u_new, user_ids = _compact(user_codes[idx], user_values)
     i_new, item_ids = _compact(item_codes[idx], item_values)
-    ts_kept = ts[idx]
-    # Stable sort by (user, timestamp): lexsort is stable, so ties keep file order.
-    order = np.lexsort((ts_kept, u_new))
+    beh_kept = beh[idx]
     out = pa.table({
-        USER: pa.array(u_new[order], pa.int32()),
-        ITEM: pa.array(i_new[order], pa.int32()),
-        BEHAVIOR: pa.DictionaryArray.from_arrays(pa.array(beh[idx][order], pa.int8()), pa.array(names, pa.string())),
-        TIMESTAMP: pa.array(ts_kept[order], pa.int64()),
+        USER: pa.array(u_new, pa.int32()),
+        ITEM: pa.array(i_new, pa.int32()),
+        BEHAVIOR: pa.DictionaryArray.from_arrays(pa.array(beh_kept, pa.int8()), pa.array(names, pa.string())),
+        TIMESTAMP: pa.array(ts[idx], pa.int64()),
     })
-    counts = np.bincount(beh[idx], minlength=len(names))
+    counts = np.bincount(beh_kept, minlength=len(names))
     report = {
         "rows_in": n0, "rows_out": out.num_rows, "steps": steps,
         "n_users": len(user_ids), "n_items": len(item_ids),
@@ -112,6 +116,37 @@ def clean_interactions(table: pa.Table, cfg: CleanConfig) -> CleanResult:
     logger.info("clean: %s users, %s items, %s events", f"{len(user_ids):,}", f"{len(item_ids):,}",
                 f"{out.num_rows:,}")
     return CleanResult(out, user_ids, item_ids, report)
+
+
+def _stable_user_time_order(users: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Permutation sorting by (user, timestamp), ties in input order.  Packs both into one int64 key when they
+    fit (one stable argsort is ~10x faster than lexsort on 10M rows), else falls back to lexsort."""
+    t0 = int(ts.min())
+    span = int(ts.max()) - t0 + 1
+    if (int(users.max()) + 1) * span < 2**62:
+        return np.argsort(users.astype(np.int64) * span + (ts - t0), kind="stable")
+    return np.lexsort((ts, users))
+
+
+def _duplicates_in_runs(users: np.ndarray, ts: np.ndarray, items: np.ndarray, beh: np.ndarray) -> np.ndarray:
+    """Mask of rows (already sorted by user, time) repeating an earlier row exactly; the first copy stays."""
+    n = users.size
+    same = np.zeros(n, bool)
+    same[1:] = (users[1:] == users[:-1]) & (ts[1:] == ts[:-1])
+    in_run = same.copy()
+    in_run[:-1] |= same[1:]  # first row of each run of equal (user, time)
+    cand = np.flatnonzero(in_run)
+    dup = np.zeros(n, bool)
+    if cand.size:
+        # Within the candidates, order by (user, time, item, behavior, position): copies become adjacent and the
+        # earliest copy comes first.
+        o = np.lexsort((cand, beh[cand], items[cand], ts[cand], users[cand]))
+        c = cand[o]
+        rep = np.zeros(c.size, bool)
+        rep[1:] = ((users[c[1:]] == users[c[:-1]]) & (ts[c[1:]] == ts[c[:-1]])
+                   & (items[c[1:]] == items[c[:-1]]) & (beh[c[1:]] == beh[c[:-1]]))
+        dup[c[rep]] = True
+    return dup
 
 
 def _encode(col: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
@@ -134,9 +169,8 @@ def _compact(codes: np.ndarray, values: pa.Array) -> tuple[np.ndarray, pa.Array]
     return new_id[codes].astype(np.int32), values.filter(pa.array(present))
 
 
-def _kcore(users: np.ndarray, items: np.ndarray, keep: np.ndarray, k_user: int, k_item: int,
-           max_rounds: int) -> np.ndarray:
-    keep = keep.copy()
+def _kcore(users: np.ndarray, items: np.ndarray, k_user: int, k_item: int, max_rounds: int) -> np.ndarray:
+    keep = np.ones(users.size, bool)
     n_u, n_i = int(users.max()) + 1, int(items.max()) + 1
     for _ in range(max_rounds):
         uc = np.bincount(users[keep], minlength=n_u)

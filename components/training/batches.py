@@ -19,7 +19,8 @@ from torch import Tensor
 from components.data.sequences import SequenceDataset, TargetSet
 
 
-def gather_windows(data: SequenceDataset, start: np.ndarray, end: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+def gather_windows(data: SequenceDataset, start: np.ndarray, end: np.ndarray,
+                   width: int) -> tuple[np.ndarray, np.ndarray]:
     """Items and behaviors [n, width] of events start..end-1 (last ``width`` of them), left-padded with 0."""
     start = np.asarray(start, dtype=np.int64)
     end = np.asarray(end, dtype=np.int64)

@@ -18,12 +18,13 @@ from components.training.trainer import TrainConfig, train
 logger = logging.getLogger(__name__)
 
 
-def model_config(data: SequenceDataset, settings: dict | None) -> tuple[str, dict]:
-    """Architecture name and its config, with the sizes that come from the data filled in."""
+def model_config(data: SequenceDataset, settings: dict | None, seed: int = 0) -> tuple[str, dict]:
+    """Architecture name and its config, with the sizes that come from the data (and the run's seed, for the
+    initial weights, unless the model settings name their own) filled in."""
     settings = dict(settings or {})
     name = settings.pop("name", "sasrec")
     _, cfg_cls = model_classes(name)
-    cfg = from_dict(cfg_cls, {"n_items": data.n_items, "n_behaviors": data.n_behaviors, **settings},
+    cfg = from_dict(cfg_cls, {"n_items": data.n_items, "n_behaviors": data.n_behaviors, "seed": seed, **settings},
                     where=f"steps.pretrain.parameters.model ({name})")
     return name, vars(cfg).copy()
 
@@ -43,7 +44,7 @@ def pretrain_model(
     data_key: str = "",
     on_epoch_end: Callable[[int, dict], None] | None = None,
 ) -> TrainedModel:
-    name, mcfg = model_config(data, model_settings)
+    name, mcfg = model_config(data, model_settings, seed)
     tcfg = from_dict(TrainConfig, {**(train_settings or {}), "seed": seed}, where="steps.pretrain.parameters.training")
     model_cls, cfg_cls = model_classes(name)
     import torch

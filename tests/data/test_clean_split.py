@@ -135,3 +135,22 @@ def test_dataset_round_trip(tmp_path, taobao_clean):
     assert e.meta == d.meta and e.behavior_names == d.behavior_names
     np.testing.assert_array_equal(e.targets["cold_test"].negatives, d.targets["cold_test"].negatives)
     np.testing.assert_array_equal(e.item_ids, d.item_ids)
+
+
+def test_duplicates_match_a_pandas_reference_on_many_ties():
+    # Few users, few timestamps, few items: lots of equal (user, time) runs with non-adjacent copies (A, B, A).
+    import pandas as pd
+
+    rng = np.random.default_rng(5)
+    n = 5000
+    users, items = rng.integers(1, 8, n), rng.integers(1, 6, n)
+    ts, beh = rng.integers(0, 20, n), rng.integers(0, 4, n)
+    t = table(users.tolist(), items.tolist(), [NAMES[b] for b in beh], ts.tolist())
+    r = clean_interactions(t, CleanConfig())
+    ref = pd.DataFrame({"u": users, "i": items, "b": beh, "t": ts, "pos": np.arange(n)})
+    ref = ref[~ref.duplicated(["u", "i", "b", "t"], keep="first")].sort_values(["u", "t", "pos"], kind="stable")
+    uid = np.array(r.user_ids.to_pylist(), dtype=np.int64)
+    iid = np.array(r.item_ids.to_pylist(), dtype=np.int64)
+    got = np.stack([uid[r.interactions["user_id"].to_numpy() - 1], iid[r.interactions["item_id"].to_numpy() - 1],
+                    r.interactions["timestamp"].to_numpy()], axis=1)
+    np.testing.assert_array_equal(got, ref[["u", "i", "t"]].to_numpy())

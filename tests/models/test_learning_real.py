@@ -16,7 +16,7 @@ from components.data.clean import CleanConfig, clean_interactions  # noqa: E402
 from components.models import PopularityModel, SASRec, SASRecConfig  # noqa: E402
 from components.training import TrainConfig, evaluate, train  # noqa: E402
 
-from .synthetic import check_contract  # noqa: E402
+from .synthetic import check_contract, one_torch_thread  # noqa: E402, F401  (autouse fixture)
 
 # TODO(lead): keep these in step with configs/ for taobao once the pipeline's defaults settle.  The official
 # window (Beijing time), 5-core users / 3-core items (the head has 55k mostly one-off items), and a cold threshold

@@ -11,7 +11,7 @@ import torch
 
 from components.models import PopularityModel, SASRec, SASRecConfig
 
-from .synthetic import make_chain_dataset
+from .synthetic import make_chain_dataset, one_torch_thread  # noqa: F401  (autouse fixture)
 
 # Sizes that all differ, so a swapped axis cannot pass by accident.
 B, N, N_ITEMS, HIDDEN = 13, 7, 99, 32

@@ -21,7 +21,7 @@ from components.training import (
     training_batches,
 )
 
-from .synthetic import check_contract, make_chain_dataset
+from .synthetic import check_contract, make_chain_dataset, one_torch_thread  # noqa: F401  (autouse fixture)
 
 MAX_LEN = 20
 
