@@ -67,7 +67,7 @@ def clean_interactions(table: pa.Table, cfg: CleanConfig) -> CleanResult:
     user_codes, user_values = _encode(table.column(USER))
     item_codes, item_values = _encode(table.column(ITEM))
     beh = behavior.indices.to_numpy(zero_copy_only=False).astype(np.int8)
-    ts = table.column(TIMESTAMP).to_numpy().astype(np.int64)
+    ts = table.column(TIMESTAMP).to_numpy().astype(np.int64, copy=False)
     n0 = len(ts)
 
     # 1. time window (first: it is cheap and shrinks everything after it)
@@ -154,9 +154,9 @@ def _encode(col: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     order) and rendered as strings (the id maps' common type)."""
     enc = pc.dictionary_encode(col).combine_chunks()
     values = enc.dictionary
-    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    codes = enc.indices.to_numpy(zero_copy_only=False)  # int32: half the memory of int64 on 100M rows
     order = pc.sort_indices(values).to_numpy()
-    rank = np.empty_like(order)
+    rank = np.empty(len(order), dtype=np.int32 if len(order) < 2**31 else np.int64)
     rank[order] = np.arange(len(order))
     return rank[codes], values.take(pa.array(order)).cast(pa.string())
 

@@ -29,8 +29,25 @@ def model_config(data: SequenceDataset, settings: dict | None, seed: int = 0) ->
     return name, vars(cfg).copy()
 
 
+def code_key(architecture: str) -> str:
+    """Digest of the source that decides what training computes: a checkpoint written by other code (a fixed
+    model, a changed loss) must never be resumed as if it were this code's."""
+    import inspect
+    import sys
+
+    import components.training.batches
+    import components.training.trainer
+
+    model_cls, _ = model_classes(architecture)
+    modules = {components.training.trainer, components.training.batches, sys.modules[model_cls.__module__]}
+    digest = hashlib.sha256()
+    for module in sorted(modules, key=lambda m: m.__name__):
+        digest.update(inspect.getsource(module).encode())
+    return digest.hexdigest()[:16]
+
+
 def checkpoint_key(data_key: str, name: str, model_cfg: dict, train_cfg: dict) -> str:
-    blob = json.dumps([data_key, name, model_cfg, train_cfg], sort_keys=True, default=str)
+    blob = json.dumps([data_key, name, model_cfg, train_cfg, code_key(name)], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 

@@ -32,6 +32,7 @@ from typing import Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -133,17 +134,40 @@ def sample_negatives(labels: np.ndarray, n_items: int, rng: np.random.Generator)
     return neg
 
 
+#: Largest [positions x items] logit matrix the full-softmax loss materialises at once (fp32: 512 MB).  Bigger
+#: batches are cut into chunks whose logits are recomputed in the backward pass instead of being kept, so memory
+#: stays bounded on large catalogues (a Taobao-sized one would otherwise need tens of GB per batch).
+CE_MAX_LOGITS = 1 << 27
+
+
+def _ce_chunk(h: Tensor, classes: Tensor, y: Tensor) -> Tensor:
+    return F.cross_entropy((h @ classes.T).float(), y, reduction="sum")
+
+
+def _softmax_ce(h: Tensor, classes: Tensor, y: Tensor, max_logits: int) -> Tensor:
+    """Mean softmax cross-entropy of h [M, d] over every row of classes [C, d]; y [M] in 0..C-1."""
+    m, c = h.shape[0], classes.shape[0]
+    if m * c <= max_logits or m == 0:
+        return F.cross_entropy((h @ classes.T).float(), y)
+    rows = max(1, max_logits // c)
+    total = h.new_zeros((), dtype=torch.float32)
+    for start in range(0, m, rows):
+        part = slice(start, start + rows)
+        total = total + torch.utils.checkpoint.checkpoint(_ce_chunk, h[part], classes, y[part], use_reentrant=False)
+    return total / m
+
+
 def next_item_loss(hidden: Tensor, table: Tensor, labels: Tensor, mask: Tensor, kind: str,
-                   negatives: Tensor | None = None) -> Tensor:
+                   negatives: Tensor | None = None, max_logits: int = CE_MAX_LOGITS) -> Tensor:
     """Mean next-item loss over masked positions.
 
     hidden [B, N, d], table [n_items+1, d] (row 0 = padding), labels/negatives [B, N] item ids, mask [B, N] bool.
+    ``max_logits`` bounds the memory of the full-softmax loss (see CE_MAX_LOGITS); the value is the same.
     """
     h = hidden[mask]  # [M, d]: only labelled positions, which for sparse target behaviors is a small share
     y = labels[mask]  # [M]
     if kind == "ce":
-        logits = h @ table[1:].T  # [M, n_items]; the padding row is never a class
-        return F.cross_entropy(logits.float(), y - 1)
+        return _softmax_ce(h, table[1:], y - 1, max_logits)
     if negatives is None:
         raise ValueError(f"next_item_loss: loss {kind!r} needs sampled negatives")
     neg = negatives[mask]  # [M]

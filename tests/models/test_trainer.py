@@ -249,3 +249,26 @@ def test_bad_configs_are_refused(data):
         train(sasrec(data), data, quick_cfg(epochs=1, valid_metric="sampled50_hr_at_10"))
     with pytest.raises(KeyError, match="valid_set"):
         train(sasrec(data), data, quick_cfg(epochs=1, valid_set="dev"))
+
+
+def test_chunked_softmax_loss_equals_the_plain_one_in_value_and_gradient():
+    """Bounding the logits' memory (large catalogues) must not change what is optimised."""
+    from components.training.trainer import next_item_loss
+
+    gen = torch.Generator().manual_seed(3)
+    hidden = torch.randn(4, 9, 8, generator=gen)
+    table = torch.randn(51, 8, generator=gen)
+    labels = torch.randint(1, 51, (4, 9), generator=gen)
+    mask = torch.rand(4, 9, generator=gen) > 0.3
+    grads, values = [], []
+    for max_logits in (10**9, 50 * 5, 50):  # whole, chunks of 5 positions, one position at a time
+        h, t = hidden.clone().requires_grad_(), table.clone().requires_grad_()
+        loss = next_item_loss(h, t, labels, mask, "ce", max_logits=max_logits)
+        loss.backward()
+        values.append(loss.detach())
+        grads.append((h.grad, t.grad))
+    for value, (gh, gt) in zip(values[1:], grads[1:]):
+        torch.testing.assert_close(value, values[0])
+        torch.testing.assert_close(gh, grads[0][0])
+        torch.testing.assert_close(gt, grads[0][1])
+    assert values[0] > 0 and grads[0][1].abs().sum() > 0

@@ -1,0 +1,115 @@
+"""Every YAML in configs/ fits the pipeline it configures.
+
+ZenML only *warns* about a `steps:` entry that names no step of the pipeline and then ignores it, so a typo in a
+config would silently train with defaults.  These tests fail instead: step names, step parameters, the nested
+settings each component parses, and the metric names that must agree between steps are all checked here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+DATASETS = {"taobao", "ijcai15", "cikm2019", "ml1m", "generic"}
+
+
+def _load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def _step_params(cfg: dict, step: str) -> dict:
+    return ((cfg.get("steps") or {}).get(step) or {}).get("parameters") or {}
+
+
+@pytest.fixture(scope="module")
+def pipeline_steps(zenml_env) -> dict:
+    """Invocation name -> step object, as ZenML composes the real pipeline."""
+    from pipelines.training import training_pipeline
+
+    training_pipeline.prepare(dataset="ml1m", raw_path="data/ml-1m")
+    return {name: inv.step for name, inv in training_pipeline.invocations.items()}
+
+
+def test_every_dataset_has_a_config():
+    names = {p.stem for p in CONFIGS}
+    assert {"quickstart", "taobao", "ijcai15", "cikm2019", "ml1m", "generic"} <= names
+    assert any(n.endswith(".k8s") for n in names)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_parses_as_a_zenml_run_configuration(path: Path):
+    from zenml.config.pipeline_run_configuration import PipelineRunConfiguration
+
+    PipelineRunConfiguration.model_validate(_load(path))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_step_names_and_parameters_exist(path: Path, pipeline_steps: dict):
+    from pipelines.training import training_pipeline
+
+    cfg = _load(path)
+    params = cfg.get("parameters") or {}
+    assert params.get("dataset") in DATASETS, f"{path.name}: parameters.dataset must be one of {sorted(DATASETS)}"
+    assert params.get("raw_path"), f"{path.name}: parameters.raw_path is required"
+    if not path.name.endswith(".k8s.yaml"):
+        # Configs in the repo point under data/; nothing outside the repo may be assumed.
+        assert params["raw_path"].startswith("data/"), f"{path.name}: raw_path {params['raw_path']!r}"
+    accepted = set(inspect.signature(training_pipeline.entrypoint).parameters)
+    assert set(params) <= accepted, f"{path.name}: unknown pipeline parameters {set(params) - accepted}"
+
+    for step_name, step_cfg in (cfg.get("steps") or {}).items():
+        assert step_name in pipeline_steps, (
+            f"{path.name}: step {step_name!r} is not in the pipeline; steps are {sorted(pipeline_steps)}")
+        signature = set(inspect.signature(pipeline_steps[step_name].entrypoint).parameters)
+        unknown = set((step_cfg or {}).get("parameters") or {}) - signature
+        assert not unknown, f"{path.name}: steps.{step_name}.parameters has unknown keys {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_nested_settings_are_accepted_by_their_components(path: Path):
+    """The dicts each step hands to a component are parsed exactly as the step parses them (unknown keys raise)."""
+    from components.data.clean import CleanConfig
+    from components.data.datasets import validation_config
+    from components.data.split import SplitConfig
+    from components.models.trained import model_classes
+    from components.settings import from_dict
+    from components.training.trainer import TrainConfig
+
+    cfg = _load(path)
+    params = cfg["parameters"]
+    validation_config(params["dataset"], _step_params(cfg, "validate").get("rules"), params.get("mapping"))
+    from_dict(CleanConfig, _step_params(cfg, "clean").get("rules"), where="clean")
+    split_cfg = from_dict(SplitConfig, _step_params(cfg, "split").get("settings"), where="split")
+
+    model = dict(_step_params(cfg, "pretrain").get("model") or {})
+    _, cfg_cls = model_classes(model.pop("name", "sasrec"))
+    from_dict(cfg_cls, {"n_items": 10, "n_behaviors": 1, **model}, where="model")
+    train_cfg = from_dict(TrainConfig, _step_params(cfg, "pretrain").get("training"), where="training")
+
+    # The metric names that tie steps together must name the protocol the split actually stores.
+    protocol = f"sampled{split_cfg.n_negatives}"
+    assert re.fullmatch(r"(sampled\d+|full)_(ndcg|hr|mrr)_at_\d+|(sampled\d+|full)_auc", train_cfg.valid_metric)
+    if train_cfg.valid_metric.startswith("sampled"):
+        assert train_cfg.valid_metric.startswith(protocol + "_"), (
+            f"{path.name}: training.valid_metric {train_cfg.valid_metric!r} but the split draws "
+            f"{split_cfg.n_negatives} negatives")
+    selection = _step_params(cfg, "register").get("selection_metric", "valid_sampled99_ndcg_at_10")
+    assert selection.startswith("valid_"), f"{path.name}: champion selection must use validation, not test"
+    if "_sampled" in selection:
+        assert selection.startswith(f"valid_{protocol}_"), (
+            f"{path.name}: register.selection_metric {selection!r} but the split draws {split_cfg.n_negatives}")
+
+
+def test_kubernetes_config_puts_pretraining_on_a_gpu_node():
+    for path in (p for p in CONFIGS if p.name.endswith(".k8s.yaml")):
+        pretrain = _load(path)["steps"]["pretrain"]
+        pod = pretrain["settings"]["orchestrator.kubernetes"]["pod_settings"]
+        assert pod["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert pod["node_selectors"] and pod["tolerations"]
+        assert any(t.get("key") == "nvidia.com/gpu" for t in pod["tolerations"])
