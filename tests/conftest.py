@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+# The real data slices: ../shared/datasets beside the checkout (as CI lays it out), or wherever
+# MBPROMPT_SHARED_DATASETS points for a checkout elsewhere.
+SHARED_DATASETS = Path(os.environ.get("MBPROMPT_SHARED_DATASETS") or REPO.parent / "shared" / "datasets")
 
 _TMP = Path(tempfile.mkdtemp(prefix="mbprompt-tests-"))
 os.environ.update({
@@ -33,7 +35,7 @@ logging.getLogger("great_expectations").setLevel(logging.WARNING)
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:
     if not SHARED_DATASETS.is_dir():
-        pytest.fail(f"real test data not found at {SHARED_DATASETS} (CI checks shared/ out beside the repo)")
+        pytest.fail(f"real test data not found at {SHARED_DATASETS} (CI checks shared/ out beside the repo; elsewhere set MBPROMPT_SHARED_DATASETS)")
     return SHARED_DATASETS
 
 

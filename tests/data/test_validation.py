@@ -34,18 +34,10 @@ NOW = 1_600_000_000  # fixed "now" (2020-09) so results do not depend on the clo
 NO_PROFILES = pa.table({"user_id": pa.array([], pa.int64())})
 
 
-def _datasets_dir() -> Path:
-    here = Path(__file__).resolve()
-    for root in (here.parents[3], here.parents[2]):  # shared/ next to the repo, or inside it
-        if (root / "shared" / "datasets").is_dir():
-            return root / "shared" / "datasets"
-    pytest.skip("shared/datasets not found next to or inside the repository")
-
-
 @pytest.fixture(scope="module")
-def taobao() -> pa.Table:
+def taobao(taobao_head: Path) -> pa.Table:
     """Canonical interactions table of the real 84k-row head (its truncated last line is skipped)."""
-    path = _datasets_dir() / "taobao_userbehavior_head" / "UserBehavior.csv"
+    path = taobao_head
     raw = pcsv.read_csv(
         path,
         read_options=pcsv.ReadOptions(column_names=["user_id", "item_id", "category_id", "behavior", "timestamp"]),
