@@ -21,16 +21,17 @@ Choices the paper leaves open, made here:
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from components.models.base import ConfigMixin, NextItemEncoder
+
 
 @dataclass
-class SASRecConfig:
+class SASRecConfig(ConfigMixin):
     n_items: int
     n_behaviors: int
     max_len: int = 200  # longest window fed to the model; also the size of the position table
@@ -57,17 +58,6 @@ class SASRecConfig:
             problems.append("max_len and ffn_mult must be >= 1, n_blocks >= 0")
         if problems:
             raise ValueError("SASRecConfig: " + "; ".join(problems))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SASRecConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"SASRecConfig.from_dict: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        return cls(**d)
 
 
 class CausalSelfAttention(nn.Module):
@@ -121,55 +111,20 @@ class Block(nn.Module):
         return self.ln2(x + self.ffn(x))
 
 
-class SASRec(nn.Module):
+class SASRec(NextItemEncoder):
     def __init__(self, cfg: SASRecConfig):
         super().__init__()
         self.config = cfg
-        self.item_emb = nn.Embedding(cfg.n_items + 1, cfg.hidden, padding_idx=0)
-        self.behavior_emb = nn.Embedding(cfg.n_behaviors + 1, cfg.hidden, padding_idx=0) if cfg.use_behavior else None
-        self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)
-        self.emb_drop = nn.Dropout(cfg.dropout)
+        self._build_embeddings(cfg.n_items, cfg.n_behaviors, cfg.max_len, cfg.hidden, cfg.dropout, cfg.use_behavior)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_blocks))
         self.ln_f = nn.LayerNorm(cfg.hidden)
         self.reset_parameters()
 
-    @property
-    def max_len(self) -> int:
-        return self.config.max_len
-
-    def reset_parameters(self) -> None:
-        """Initialise every weight from ``config.seed`` (N(0, 0.02) as in GPT-2/nanoGPT), independent of torch's
-        global RNG, so a config alone fixes the starting point."""
-        g = torch.Generator().manual_seed(self.config.seed)
-        for name, p in self.named_parameters():
-            with torch.no_grad():
-                if name.endswith("bias"):
-                    p.zero_()
-                elif ".ln" in name or name.startswith("ln_"):
-                    p.fill_(1.0)  # LayerNorm gain
-                else:
-                    p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-        with torch.no_grad():
-            self.item_emb.weight[0].zero_()  # padding rows stay zero (padding_idx also blocks their gradient)
-            if self.behavior_emb is not None:
-                self.behavior_emb.weight[0].zero_()
-
-    # ---- forward ------------------------------------------------------------------------------------------------
     def encode(self, items: Tensor, behaviors: Tensor) -> Tensor:
         """items, behaviors [B, N] left-padded (0 = padding), N <= max_len -> hidden states [B, N, d]."""
-        B, N = items.shape
-        if N > self.config.max_len:
-            raise ValueError(f"SASRec.encode: sequence length {N} exceeds max_len={self.config.max_len}")
-        valid = items != 0  # [B, N]
-        # Position = index among the real events of the row (0 for the first real event); padding is zeroed below.
-        pos = (valid.long().cumsum(dim=1) - 1).clamp(min=0)  # [B, N]
-        # sqrt(d) scaling (as in the SASRec code) keeps the shared item table, which is also the output layer and
-        # so kept small, from being drowned by position and behavior embeddings.
-        x = self.item_emb(items) * math.sqrt(self.config.hidden) + self.pos_emb(pos)  # [B, N, d]
-        if self.behavior_emb is not None:
-            x = x + self.behavior_emb(behaviors.masked_fill(~valid, 0))
+        N = items.shape[1]
+        x, valid = self.embed(items, behaviors)  # [B, N, d], [B, N]
         mask = valid.unsqueeze(-1).to(x.dtype)  # [B, N, 1]
-        x = self.emb_drop(x) * mask
         causal = torch.ones(N, N, dtype=torch.bool, device=items.device).tril()  # [N, N]
         eye = torch.eye(N, dtype=torch.bool, device=items.device)
         # Query i may see key j if j <= i and j is a real event; every query may see itself, so no row is empty.
@@ -178,23 +133,3 @@ class SASRec(nn.Module):
         for block in self.blocks:
             x = block(x, allowed) * mask
         return self.ln_f(x)  # [B, N, d]
-
-    def user_state(self, items: Tensor, behaviors: Tensor) -> Tensor:
-        """[B, N] histories -> [B, d]: the state after the most recent event (the last column, by left padding)."""
-        return self.encode(items, behaviors)[:, -1, :]
-
-    def output_embeddings(self) -> Tensor:
-        """[n_items + 1, d] table that hidden states are scored against (row 0 = padding)."""
-        return self.item_emb.weight
-
-    def score_all(self, items: Tensor, behaviors: Tensor) -> Tensor:
-        """[B, N] histories -> [B, n_items + 1] scores; column 0 (padding) is -inf."""
-        scores = self.user_state(items, behaviors) @ self.item_emb.weight.T  # [B, n_items+1]
-        scores[:, 0] = float("-inf")
-        return scores
-
-    def score_items(self, items: Tensor, behaviors: Tensor, candidates: Tensor) -> Tensor:
-        """[B, N] histories, candidates [B, C] item ids -> [B, C] scores (padding candidates get -inf)."""
-        h = self.user_state(items, behaviors)  # [B, d]
-        scores = (self.item_emb(candidates) * h[:, None, :]).sum(-1)  # [B, C]
-        return scores.masked_fill(candidates == 0, float("-inf"))

@@ -15,6 +15,7 @@ from torch import nn
 #: architecture name -> (module, model class, config class).  New encoders register here.
 ARCHITECTURES: dict[str, tuple[str, str, str]] = {
     "sasrec": ("components.models.sasrec", "SASRec", "SASRecConfig"),
+    "ebm": ("components.models.ebm", "EBM", "EBMConfig"),
 }
 
 

@@ -1,4 +1,4 @@
-"""SASRec learns on real data: the Taobao UserBehavior head -> read -> clean -> split -> train -> evaluate.
+"""Each encoder learns on real data: the Taobao UserBehavior head -> read -> clean -> split -> train -> evaluate.
 
 Buy is the target behavior (the multi-behavior task); the model reads every behavior and is trained on every next
 event (train_on="all"): 141 warm users have too few buys on their own for a few CPU epochs to learn much, while
@@ -13,7 +13,8 @@ readers = pytest.importorskip("components.data.readers")
 split = pytest.importorskip("components.data.split")
 
 from components.data.clean import CleanConfig, clean_interactions  # noqa: E402
-from components.models import PopularityModel, SASRec, SASRecConfig  # noqa: E402
+from components.models import PopularityModel  # noqa: E402
+from components.models.trained import model_classes  # noqa: E402
 from components.training import TrainConfig, evaluate, train  # noqa: E402
 
 from .synthetic import check_contract, one_torch_thread  # noqa: E402, F401  (autouse fixture)
@@ -26,13 +27,26 @@ CLEAN = CleanConfig(time_window=("2017-11-25T00:00:00+08:00", "2017-12-03T23:59:
 SPLIT = dict(target_behaviors=["buy"], cold_threshold=3, n_negatives=99, seed=42)
 
 
-def test_sasrec_beats_popularity_on_taobao_head(shared_datasets):
+ENCODERS = {
+    "sasrec": dict(max_len=50, hidden=32),
+    "ebm": dict(max_len=50, hidden=32, chunks=4),
+}
+
+
+@pytest.fixture(scope="module")
+def taobao_data(shared_datasets):
     raw = readers.read_dataset("taobao", shared_datasets / "taobao_userbehavior_head")
-    data = split.build_sequences(clean_interactions(raw.interactions, CLEAN), None, split.SplitConfig(**SPLIT))
+    return split.build_sequences(clean_interactions(raw.interactions, CLEAN), None, split.SplitConfig(**SPLIT))
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_encoder_beats_popularity_on_taobao_head(name, taobao_data):
+    data = taobao_data
     check_contract(data)  # the real split honours the contract the models rely on
     assert len(data.targets["test"]) >= 100
 
-    model = SASRec(SASRecConfig(n_items=data.n_items, n_behaviors=data.n_behaviors, max_len=50, hidden=32, seed=0))
+    model_cls, cfg_cls = model_classes(name)
+    model = model_cls(cfg_cls(n_items=data.n_items, n_behaviors=data.n_behaviors, seed=0, **ENCODERS[name]))
     result = train(model, data, TrainConfig(epochs=5, loss="ce", lr=1e-3, train_on="all", seed=0, device="cpu",
                                             progress=False))
     losses = [h["loss"] for h in result.history]
@@ -42,4 +56,4 @@ def test_sasrec_beats_popularity_on_taobao_head(shared_datasets):
     pop = evaluate(PopularityModel(data.n_items).fit(data), data, "test", protocols=("sampled",),
                    ks=(10,))["sampled99_hr_at_10"]
     # Seen here: SASRec ~0.45-0.49, popularity ~0.20 (n = 141 test users).
-    assert got > pop + 0.1, f"SASRec sampled99 HR@10 {got:.3f} vs popularity {pop:.3f}"
+    assert got > pop + 0.1, f"{name} sampled99 HR@10 {got:.3f} vs popularity {pop:.3f}"

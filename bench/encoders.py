@@ -1,0 +1,125 @@
+"""Training seconds per step and peak memory of each encoder as the sequence grows (attention's N^2 vs FFT's N log N).
+
+    python -m bench.encoders [--lengths 50,200,1000] [--models sasrec,ebm] [--steps 5] [--device auto] [--json]
+
+Setting (the issue's): batch 64, hidden 64, 2 layers, dropout 0.2, 10,000 items, every position labelled, binary
+CE with one sampled negative per position (the SASRec paper's loss: its cost is the same for every encoder and
+small, so the step time is the encoder's; a full softmax over 10,000 items x 64,000 positions would dominate and
+hide the difference), AdamW step included; random full-length sequences of 4 behaviors.  Each (model, N) runs in a fresh
+process so its peak memory is its own: on CPU the peak RSS growth over the process's state before the model was
+built, on CUDA ``torch.cuda.max_memory_allocated``.  Seconds per step are the median of ``--steps`` steps after one
+warm-up step.  Prints a table, the N = max time ratios against SASRec, then (with --json) one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+BATCH, HIDDEN, LAYERS, ITEMS, BEHAVIORS = 64, 64, 2, 10_000, 4
+
+
+def _config(name: str, n: int) -> dict:
+    common = dict(n_items=ITEMS, n_behaviors=BEHAVIORS, max_len=n, hidden=HIDDEN, dropout=0.2, seed=0)
+    if name == "sasrec":
+        return {**common, "n_blocks": LAYERS, "n_heads": 1}
+    return {**common, "n_layers": LAYERS}
+
+
+def one_run(name: str, n: int, steps: int, device_name: str) -> dict:
+    import torch
+
+    from components.models.trained import model_classes
+    from components.training.evaluation import resolve_device
+    from components.training.trainer import next_item_loss
+
+    device = resolve_device(device_name)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MB
+    model_cls, cfg_cls = model_classes(name)
+    model = model_cls(cfg_cls(**_config(name, n))).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    items = torch.randint(1, ITEMS + 1, (BATCH, n), generator=g).to(device)
+    behaviors = torch.randint(1, BEHAVIORS + 1, (BATCH, n), generator=g).to(device)
+    labels = torch.randint(1, ITEMS + 1, (BATCH, n), generator=g).to(device)
+    negatives = torch.randint(1, ITEMS + 1, (BATCH, n), generator=g).to(device)
+    mask = torch.ones(BATCH, n, dtype=torch.bool, device=device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def step() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        custom = getattr(model, "training_loss", None)
+        if callable(custom):
+            loss = custom(items, behaviors, labels, mask, "bce", negatives)
+        else:
+            loss = next_item_loss(model.encode(items, behaviors), model.output_embeddings(), labels, mask, "bce",
+                                  negatives)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t
+
+    step()  # warm-up
+    times = [step() for _ in range(steps)]
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before
+    return {"model": name, "N": n, "step_s": statistics.median(times), "peak_mb": peak_mb, "device": str(device),
+            "n_parameters": sum(p.numel() for p in model.parameters())}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lengths", default="50,200,1000")
+    p.add_argument("--models", default="sasrec,ebm")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child:
+        print(json.dumps(one_run(a.child[0], int(a.child[1]), a.steps, a.device)))  # noqa: T201 - read by parent
+        return
+
+    rows = []
+    for n in (int(x) for x in a.lengths.split(",")):
+        for name in a.models.split(","):
+            out = subprocess.run([sys.executable, "-m", "bench.encoders", "--child", name, str(n), "--steps",
+                                  str(a.steps), "--device", a.device], check=True, capture_output=True, text=True)
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    import torch
+
+    device = rows[0]["device"]
+    print(f"\nencoders, one training step (batch {BATCH}, hidden {HIDDEN}, {LAYERS} layers, {ITEMS:,} items, bce with "  # noqa: T201
+          f"1 sampled negative), device {device}, torch {torch.__version__}, median of {a.steps} steps")
+    print("| model | N | parameters | s / step | peak MB |\n|---|---:|---:|---:|---:|")  # noqa: T201
+    for r in rows:
+        print(f"| {r['model']} | {r['N']} | {r['n_parameters']:,} | {r['step_s']:.4f} | {r['peak_mb']:.0f} |")  # noqa: T201
+    ratios = {}
+    by = {(r["model"], r["N"]): r for r in rows}
+    for (name, n), r in by.items():
+        if name != "sasrec" and ("sasrec", n) in by:
+            ratios[f"{name}_over_sasrec_time_N{n}"] = round(r["step_s"] / by[("sasrec", n)]["step_s"], 3)
+            ratios[f"{name}_over_sasrec_memory_N{n}"] = round(r["peak_mb"] / max(by[("sasrec", n)]["peak_mb"], 1), 3)
+    print("\n" + "\n".join(f"{k}: {v}" for k, v in sorted(ratios.items())))  # noqa: T201
+    if a.json:
+        figures = {"rows": rows, "ratios": ratios, "torch": torch.__version__,
+                   "machine": f"{platform.machine()} cores={len(os.sched_getaffinity(0))}"}
+        print(json.dumps(figures))  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Pieces every next-item encoder shares: the behavior-aware embedding, seeded initialisation, and scoring.
+
+An encoder subclasses :class:`NextItemEncoder`, keeps ``item_emb`` / ``behavior_emb`` / ``pos_emb`` / ``emb_drop``
+modules (built by :meth:`NextItemEncoder._build_embeddings`) and implements ``encode(items, behaviors)`` ->
+[B, N, d]; it then gets ``user_state``, ``score_all``, ``score_items`` and ``output_embeddings`` (the item table is
+both input and output layer), which are what the trainer, the evaluator and the served model call.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, fields
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+class ConfigMixin:
+    """``to_dict`` / ``from_dict`` for encoder config dataclasses; ``from_dict`` refuses keys it does not know."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Any:
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}.from_dict: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        return cls(**d)
+
+
+def positions_from_first_event(valid: Tensor) -> Tensor:
+    """[B, N] bool (True = real event, left padding) -> position of each event counted from the first real one.
+
+    The encoding of a prefix then does not depend on how much padding sits to its left: a training position sees
+    the same state inference computes for that prefix."""
+    return (valid.long().cumsum(dim=1) - 1).clamp(min=0)
+
+
+class NextItemEncoder(nn.Module):
+    """Base class: behavior-aware embedding E = item * sqrt(d) + behavior + position, and dot-product scoring."""
+
+    config: Any
+
+    def _build_embeddings(self, n_items: int, n_behaviors: int, max_len: int, hidden: int, dropout: float,
+                          use_behavior: bool = True) -> None:
+        self.item_emb = nn.Embedding(n_items + 1, hidden, padding_idx=0)
+        self.behavior_emb = nn.Embedding(n_behaviors + 1, hidden, padding_idx=0) if use_behavior else None
+        self.pos_emb = nn.Embedding(max_len, hidden)
+        self.emb_drop = nn.Dropout(dropout)
+
+    @property
+    def max_len(self) -> int:
+        return self.config.max_len
+
+    def reset_parameters(self) -> None:
+        """Initialise every weight from ``config.seed`` (N(0, 0.02) as in GPT-2/nanoGPT; LayerNorm gains 1, biases
+        0), independent of torch's global RNG, so a config alone fixes the starting point.  Subclasses may then
+        overwrite what needs another start (``_init_extra``)."""
+        g = torch.Generator().manual_seed(self.config.seed)
+        norm_gains = {id(m.weight) for m in self.modules() if isinstance(m, nn.LayerNorm) and m.weight is not None}
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if name.endswith("bias"):
+                    p.zero_()
+                elif id(p) in norm_gains:
+                    p.fill_(1.0)
+                else:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+            self.item_emb.weight[0].zero_()  # padding rows stay zero (padding_idx also blocks their gradient)
+            if self.behavior_emb is not None:
+                self.behavior_emb.weight[0].zero_()
+            self._init_extra(g)
+
+    def _init_extra(self, generator: torch.Generator) -> None:
+        """Hook for parameters whose start is not N(0, 0.02); default: none."""
+
+    def embed(self, items: Tensor, behaviors: Tensor) -> tuple[Tensor, Tensor]:
+        """items, behaviors [B, N] left-padded -> (embedded events [B, N, d] with padding zeroed, valid [B, N])."""
+        B, N = items.shape
+        if N > self.config.max_len:
+            raise ValueError(f"{type(self).__name__}: sequence length {N} exceeds max_len={self.config.max_len}")
+        valid = items != 0
+        # sqrt(d) scaling (as in the SASRec code) keeps the shared item table, which is also the output layer and
+        # so kept small, from being drowned by position and behavior embeddings.
+        x = self.item_emb(items) * math.sqrt(self.config.hidden) + self.pos_emb(positions_from_first_event(valid))
+        if self.behavior_emb is not None:
+            x = x + self.behavior_emb(behaviors.masked_fill(~valid, 0))
+        return self.emb_drop(x) * valid.unsqueeze(-1).to(x.dtype), valid
+
+    def encode(self, items: Tensor, behaviors: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ---- scoring ------------------------------------------------------------------------------------------------
+    def user_state(self, items: Tensor, behaviors: Tensor) -> Tensor:
+        """[B, N] histories -> [B, d]: the state after the most recent event (the last column, by left padding)."""
+        return self.encode(items, behaviors)[:, -1, :]
+
+    def output_embeddings(self) -> Tensor:
+        """[n_items + 1, d] table that hidden states are scored against (row 0 = padding)."""
+        return self.item_emb.weight
+
+    def score_all(self, items: Tensor, behaviors: Tensor) -> Tensor:
+        """[B, N] histories -> [B, n_items + 1] scores; column 0 (padding) is -inf."""
+        scores = self.user_state(items, behaviors) @ self.output_embeddings().T  # [B, n_items+1]
+        scores[:, 0] = float("-inf")
+        return scores
+
+    def score_items(self, items: Tensor, behaviors: Tensor, candidates: Tensor) -> Tensor:
+        """[B, N] histories, candidates [B, C] item ids -> [B, C] scores (padding candidates get -inf)."""
+        h = self.user_state(items, behaviors)  # [B, d]
+        scores = (self.output_embeddings()[candidates] * h[:, None, :]).sum(-1)  # [B, C]
+        return scores.masked_fill(candidates == 0, float("-inf"))
+
+
+class ChunkedDiagonalLinear(nn.Module):
+    """The Chunked Diagonal Mechanism: a d x d map restricted to k diagonal blocks of size d/k.
+
+    Parameters and FLOPs are d*d/k instead of d*d.  Blocks never exchange channels, so stacks of them interleave
+    chunks with ``shuffle=True`` (channel c of chunk j goes to chunk c mod k) as ShuffleNet does; without it, k
+    chunks would be k separate narrow models."""
+
+    def __init__(self, dim: int, chunks: int, bias: bool = True, shuffle: bool = False):
+        super().__init__()
+        if dim % chunks != 0:
+            raise ValueError(f"ChunkedDiagonalLinear: dim={dim} is not divisible by chunks={chunks}")
+        self.chunks, self.size, self.shuffle = chunks, dim // chunks, shuffle
+        self.weight = nn.Parameter(torch.empty(chunks, self.size, self.size))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape  # [..., d]
+        y = torch.einsum("...ki,kio->...ko", x.reshape(*shape[:-1], self.chunks, self.size), self.weight)
+        if self.shuffle:
+            y = y.transpose(-1, -2)  # [..., size, chunks]: interleave the chunks' channels
+        y = y.reshape(shape)
+        return y + self.bias if self.bias is not None else y

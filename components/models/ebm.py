@@ -1,0 +1,155 @@
+"""EBM, the Efficient Behavior Miner (END4Rec, DPCPL): frequency-domain filtering instead of self-attention.
+
+Per layer, on behavior-aware embeddings (item + behavior + position, as every encoder here):
+
+1. **Global filter** (after FMLP-Rec): the sequence is taken to the frequency domain with ``torch.fft.rfft``,
+   multiplied by a learnable complex filter (one value per frequency and channel) and brought back with
+   ``irfft``: O(N log N) against attention's O(N^2).  Everything stays in torch, so the filter gets gradients (the
+   authors' public code goes through numpy and loses them).
+2. **Frequency fusion with the Chunked Diagonal Mechanism**: the filtered channels are mixed by a block-diagonal
+   d x d matrix (k chunks of d/k: d*d/k parameters).  A real matrix that is the same at every frequency commutes
+   with the FFT, so it is applied after ``irfft``, where it costs N instead of N+1 complex products.
+3. Dropout, residual, LayerNorm; then a chunked-diagonal feed-forward (two block-diagonal layers with a channel
+   shuffle between chunks), again with residual and LayerNorm.
+4. **Behavior mixer** (reconstruction; the summaries name it without a formula): each event's channels are scaled
+   and shifted by its behavior, x * (1 + gamma_b) + beta_b, starting as the identity.  This lets a layer treat a
+   click and a buy of the same item differently at every depth, not only at the input.
+
+Choice made here, where the papers and FMLP-Rec differ from what next-item training needs: **the filter is
+causal.**  FMLP-Rec multiplies the spectrum by a free complex weight, i.e. a *circular* convolution in which every
+position sees the whole sequence, including the events after it; trained on every position's next item, such a
+model can read its labels (a known leak of FMLP-Rec's setup).  Here the learnable filter is the spectrum of a
+causal kernel of length ``max_len`` (the kernel is the parameter; its rFFT is the per-frequency, per-channel
+complex filter), and the transform is zero-padded to 2N so the product is a linear, not circular, convolution:
+output t depends on events <= t only, which ``tests/models/test_ebm.py`` checks.  With left padding (padding
+events are zero vectors) the output for a prefix does not depend on how much padding precedes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from components.models.base import ChunkedDiagonalLinear, ConfigMixin, NextItemEncoder
+
+
+@dataclass
+class EBMConfig(ConfigMixin):
+    n_items: int
+    n_behaviors: int
+    max_len: int = 200
+    hidden: int = 64
+    n_layers: int = 2
+    chunks: int = 8  # k of the Chunked Diagonal Mechanism (DPCPL: 8..12 best; END4Rec's code: 4)
+    dropout: float = 0.2
+    use_behavior: bool = True
+    behavior_mixer: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.n_items < 1 or self.n_behaviors < 1:
+            problems.append(f"n_items={self.n_items} and n_behaviors={self.n_behaviors} must be >= 1")
+        if self.chunks < 1 or self.hidden % self.chunks != 0:
+            problems.append(f"hidden={self.hidden} must be divisible by chunks={self.chunks}")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout={self.dropout} must lie in [0, 1)")
+        if self.max_len < 1 or self.n_layers < 0:
+            problems.append("max_len must be >= 1 and n_layers >= 0")
+        if problems:
+            raise ValueError("EBMConfig: " + "; ".join(problems))
+
+
+def causal_fft_conv(x: Tensor, kernel: Tensor) -> Tensor:
+    """y[:, t] = sum_{s <= t} kernel[t - s] * x[:, s], per channel, through the FFT.
+
+    x [B, N, d], kernel [K, d] with K >= N (only its first N taps can reach inside the window).  Zero-padding both
+    to 2N makes the spectral product a linear convolution; computed in float32 (FFTs in half precision need
+    power-of-two sizes and lose accuracy) and returned in x's dtype."""
+    n = x.shape[1]
+    size = 2 * n
+    spec_x = torch.fft.rfft(x.float(), n=size, dim=1)  # [B, n+1, d] complex
+    spec_k = torch.fft.rfft(kernel[:n].float(), n=size, dim=0)  # [n+1, d]: the per-frequency complex filter
+    return torch.fft.irfft(spec_x * spec_k, n=size, dim=1)[:, :n].to(x.dtype)
+
+
+class FilterLayer(nn.Module):
+    """Learnable causal global filter + chunked-diagonal frequency fusion, residual, LayerNorm."""
+
+    def __init__(self, cfg: EBMConfig):
+        super().__init__()
+        self.kernel = nn.Parameter(torch.empty(cfg.max_len, cfg.hidden))  # time-domain taps, one set per channel
+        self.fusion = ChunkedDiagonalLinear(cfg.hidden, cfg.chunks, shuffle=True)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.ln = nn.LayerNorm(cfg.hidden)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.ln(x + self.drop(self.fusion(causal_fft_conv(x, self.kernel))))
+
+
+class ChunkedFeedForward(nn.Module):
+    def __init__(self, cfg: EBMConfig):
+        super().__init__()
+        self.fc = ChunkedDiagonalLinear(cfg.hidden, cfg.chunks, shuffle=True)
+        self.out = ChunkedDiagonalLinear(cfg.hidden, cfg.chunks, shuffle=True)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.ln = nn.LayerNorm(cfg.hidden)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.ln(x + self.drop(self.out(self.drop(F.gelu(self.fc(x))))))
+
+
+class BehaviorMixer(nn.Module):
+    """x * (1 + gamma[b]) + beta[b] per event, by its behavior b (0 = padding: identity)."""
+
+    def __init__(self, cfg: EBMConfig):
+        super().__init__()
+        self.gamma = nn.Embedding(cfg.n_behaviors + 1, cfg.hidden, padding_idx=0)
+        self.beta = nn.Embedding(cfg.n_behaviors + 1, cfg.hidden, padding_idx=0)
+
+    def forward(self, x: Tensor, behaviors: Tensor) -> Tensor:
+        return x * (1 + self.gamma(behaviors)) + self.beta(behaviors)
+
+
+class EBMLayer(nn.Module):
+    def __init__(self, cfg: EBMConfig):
+        super().__init__()
+        self.filter = FilterLayer(cfg)
+        self.ffn = ChunkedFeedForward(cfg)
+        self.mixer = BehaviorMixer(cfg) if cfg.behavior_mixer and cfg.use_behavior else None
+
+    def forward(self, x: Tensor, behaviors: Tensor, mask: Tensor) -> Tensor:
+        x = self.ffn(self.filter(x))
+        if self.mixer is not None:
+            x = self.mixer(x, behaviors)
+        return x * mask
+
+
+class EBM(NextItemEncoder):
+    """Behavior-aware embedding -> n_layers EBM layers -> LayerNorm; scores by dot product with the item table."""
+
+    def __init__(self, cfg: EBMConfig):
+        super().__init__()
+        self.config = cfg
+        self._build_embeddings(cfg.n_items, cfg.n_behaviors, cfg.max_len, cfg.hidden, cfg.dropout, cfg.use_behavior)
+        self.layers = nn.ModuleList(EBMLayer(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.hidden)
+        self.reset_parameters()
+
+    def _init_extra(self, generator: torch.Generator) -> None:
+        for layer in self.layers:
+            if layer.mixer is not None:  # the behavior mixer starts as the identity
+                layer.mixer.gamma.weight.zero_()
+                layer.mixer.beta.weight.zero_()
+
+    def encode(self, items: Tensor, behaviors: Tensor) -> Tensor:
+        """items, behaviors [B, N] left-padded (0 = padding), N <= max_len -> hidden states [B, N, d]."""
+        x, valid = self.embed(items, behaviors)  # [B, N, d], [B, N]
+        mask = valid.unsqueeze(-1).to(x.dtype)
+        behaviors = behaviors.masked_fill(~valid, 0)
+        for layer in self.layers:
+            x = layer(x, behaviors, mask)
+        return self.ln_f(x)
