@@ -16,6 +16,7 @@ from torch import nn
 ARCHITECTURES: dict[str, tuple[str, str, str]] = {
     "sasrec": ("components.models.sasrec", "SASRec", "SASRecConfig"),
     "ebm": ("components.models.ebm", "EBM", "EBMConfig"),
+    "end4rec": ("components.models.end4rec", "END4Rec", "END4RecConfig"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -13,7 +14,7 @@ from components.data.sequences import SequenceDataset
 from components.models.trained import TrainedModel, model_classes
 from components.settings import from_dict
 from components.training.evaluation import resolve_device
-from components.training.trainer import TrainConfig, train
+from components.training.trainer import TrainConfig, TrainResult, train
 
 logger = logging.getLogger(__name__)
 
@@ -75,11 +76,50 @@ def pretrain_model(
     logger.info("pre-training %s (%s parameters) on %d warm users; checkpoints in %s", name, f"{n_params:,}",
                 len(data.warm_users), ckpt)
     start = time.perf_counter()
-    result = train(model, data, tcfg, checkpoint_dir=ckpt, on_epoch_end=on_epoch_end)
+    result = train_guided(model, data, tcfg, checkpoint_dir=ckpt, on_epoch_end=on_epoch_end)
     return TrainedModel(
         architecture=name, config=mcfg, state_dict=result.best_state, train_config=vars(tcfg).copy(),
         history=result.history, best_epoch=result.best_epoch,
         best_metric={"name": f"valid_{tcfg.valid_metric}", "value": result.best_metric},
         info={"n_parameters": n_params, "wall_seconds": time.perf_counter() - start, "resumed": result.resumed,
-              "device": str(resolve_device(tcfg.device)), "stopped_early": result.stopped_early},
+              "device": str(resolve_device(tcfg.device)), "stopped_early": result.stopped_early,
+              **result.extra},
     )
+
+
+def train_guided(model, data: SequenceDataset, tcfg: TrainConfig, *, checkpoint_dir: Path | None = None,
+                 on_epoch_end: Callable[[int, dict], None] | None = None) -> TrainResult:
+    """``train``, or for a model with training stages (END4Rec's guided training) one ``train`` per stage.
+
+    Each stage trains only its modules (``model.set_stage``) for its own epochs (``config.stage_epochs``), keeps
+    its best epoch by validation, and hands that state to the next; epochs are numbered on across stages (the
+    record says which stage) and each stage checkpoints in its own folder, so a killed run resumes in its stage.
+    """
+    stages = getattr(model.config, "stage_epochs", None)
+    if not hasattr(model, "set_stage") or stages is None or getattr(model.config, "training_mode", "") != "guided":
+        return train(model, data, tcfg, checkpoint_dir=checkpoint_dir, on_epoch_end=on_epoch_end)
+    offset, history, result, per_stage = 0, [], None, {}
+    for stage, epochs in enumerate(stages, start=1):
+        if epochs == 0:
+            continue
+        model.set_stage(stage)
+        n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        logger.info("guided training, stage %d: %d epochs, %s trainable parameters", stage, epochs, f"{n_trainable:,}")
+
+        def log_epoch(epoch: int, record: dict, _offset: int = offset, _stage: int = stage) -> None:
+            if on_epoch_end is not None:
+                on_epoch_end(_offset + epoch, {**record, "stage": _stage})
+
+        stage_dir = Path(checkpoint_dir) / f"stage{stage}" if checkpoint_dir is not None else None
+        cfg = dataclasses.replace(tcfg, epochs=epochs)
+        result = train(model, data, cfg, checkpoint_dir=stage_dir, on_epoch_end=log_epoch)
+        history += [{**h, "epoch": offset + h["epoch"], "stage": stage} for h in result.history]
+        per_stage[f"stage{stage}_best_metric"] = result.best_metric
+        per_stage[f"stage{stage}_trainable_parameters"] = n_trainable
+        last_best = offset + result.best_epoch
+        offset += len(result.history)
+    model.set_stage(4)  # the trained model uses every module from here on
+    if result is None:
+        return train(model, data, dataclasses.replace(tcfg, epochs=0), on_epoch_end=on_epoch_end)
+    return dataclasses.replace(result, history=history, best_epoch=last_best,
+                               extra={**result.extra, "stages": per_stage})

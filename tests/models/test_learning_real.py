@@ -15,7 +15,8 @@ split = pytest.importorskip("components.data.split")
 from components.data.clean import CleanConfig, clean_interactions  # noqa: E402
 from components.models import PopularityModel  # noqa: E402
 from components.models.trained import model_classes  # noqa: E402
-from components.training import TrainConfig, evaluate, train  # noqa: E402
+from components.training import TrainConfig, evaluate  # noqa: E402
+from components.training.pretrain import train_guided  # noqa: E402
 
 from .synthetic import check_contract, one_torch_thread  # noqa: E402, F401  (autouse fixture)
 
@@ -30,6 +31,8 @@ SPLIT = dict(target_behaviors=["buy"], cold_threshold=3, n_negatives=99, seed=42
 ENCODERS = {
     "sasrec": dict(max_len=50, hidden=32),
     "ebm": dict(max_len=50, hidden=32, chunks=4),
+    # Guided training in four stages (3 + 1 + 1 + 2 epochs; the trainer's epoch count applies to non-staged models).
+    "end4rec": dict(max_len=50, hidden=32, chunks=4, stage_epochs=[3, 1, 1, 2]),
 }
 
 
@@ -47,7 +50,7 @@ def test_encoder_beats_popularity_on_taobao_head(name, taobao_data):
 
     model_cls, cfg_cls = model_classes(name)
     model = model_cls(cfg_cls(n_items=data.n_items, n_behaviors=data.n_behaviors, seed=0, **ENCODERS[name]))
-    result = train(model, data, TrainConfig(epochs=5, loss="ce", lr=1e-3, train_on="all", seed=0, device="cpu",
+    result = train_guided(model, data, TrainConfig(epochs=5, loss="ce", lr=1e-3, train_on="all", seed=0, device="cpu",
                                             progress=False))
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < losses[0]
