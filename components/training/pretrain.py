@@ -32,18 +32,19 @@ def model_config(data: SequenceDataset, settings: dict | None, seed: int = 0) ->
 
 def code_key(architecture: str) -> str:
     """Digest of the source that decides what training computes: a checkpoint written by other code (a fixed
-    model, a changed loss) must never be resumed as if it were this code's."""
-    import inspect
-    import sys
-
+    model, a changed loss) must never be resumed as if it were this code's.  Covers the trainer, the batching,
+    this module and every file of ``components/models`` (encoders build on each other), read from disk so the
+    digest does not depend on what happens to be imported."""
+    import components.models
     import components.training.batches
     import components.training.trainer
 
-    model_cls, _ = model_classes(architecture)
-    modules = {components.training.trainer, components.training.batches, sys.modules[model_cls.__module__]}
+    model_classes(architecture)  # an unknown architecture fails here, before any training
+    files = [Path(components.training.trainer.__file__), Path(components.training.batches.__file__), Path(__file__)]
+    files += sorted(Path(components.models.__file__).parent.glob("*.py"))
     digest = hashlib.sha256()
-    for module in sorted(modules, key=lambda m: m.__name__):
-        digest.update(inspect.getsource(module).encode())
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 

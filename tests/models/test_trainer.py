@@ -272,3 +272,18 @@ def test_chunked_softmax_loss_equals_the_plain_one_in_value_and_gradient():
         torch.testing.assert_close(gh, grads[0][0])
         torch.testing.assert_close(gt, grads[0][1])
     assert values[0] > 0 and grads[0][1].abs().sum() > 0
+
+
+def test_checkpoint_key_follows_code_not_imports():
+    """The key of a pre-training checkpoint covers the training and model source on disk, the same in any process."""
+    from components.training.pretrain import checkpoint_key, code_key
+
+    before = code_key("sasrec")
+    import components.models.end4rec  # noqa: F401  (importing more modules must not change it)
+
+    assert code_key("sasrec") == before == code_key("end4rec") and len(before) == 16
+    key = checkpoint_key("data", "sasrec", {"hidden": 8}, {"epochs": 1})
+    assert key == checkpoint_key("data", "sasrec", {"hidden": 8}, {"epochs": 1})
+    assert key != checkpoint_key("data", "ebm", {"hidden": 8}, {"epochs": 1})
+    with pytest.raises(ValueError, match="unknown model"):
+        code_key("transformer-xl")
