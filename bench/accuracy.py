@@ -1,14 +1,17 @@
 """Accuracy of encoders across seeds, each row one config of configs/, run with the pipeline's own components.
 
     python -m bench.accuracy --configs configs/taobao.yaml,configs/taobao.ebm.yaml,configs/taobao.end4rec.yaml \\
-        [--raw-path PATH] [--seeds 0,1,2] [--model-override '{"training_mode": "joint"}'] [--json]
+        [--raw-path PATH] [--seeds 0,1,2] [--epochs N] [--json]
 
 For every config and seed: read -> clean -> split -> pretrain -> evaluate exactly as the pipeline's steps do with
 that config's parameters (``--raw-path`` replaces the config's ``raw_path``; the seed replaces its ``seed``, so the
 split, the negatives and the initial weights all change with it).  Prints, per config, the test metrics under
 both protocols (sampled negatives and full ranking, HR@10 and NDCG@10) as mean +- standard deviation over seeds,
 beside popularity, then (with --json) one JSON line with every run.  A config label may end in ``+joint`` to run
-an END4Rec config with ``training_mode: joint`` (its ``training.epochs`` then apply).
+an END4Rec config with ``training_mode: joint`` (its ``training.epochs`` then apply).  ``--epochs N`` shortens
+every row to an N-epoch budget (a CPU-sized version of a GPU-sized config, said in the table's title): it sets
+``training.epochs`` to N and scales a guided config's ``stage_epochs`` to add up to N.  ``--batch-size B`` sets
+every row's batch size (a slice with few warm users gets one optimizer step an epoch at the full file's 128).
 """
 
 from __future__ import annotations
@@ -21,7 +24,21 @@ import time
 import yaml
 
 
-def run_config(path: str, seed: int, raw_path: str | None, joint: bool = False) -> dict:
+def scaled_stages(stages: list[int], total: int) -> list[int]:
+    """``stages`` rescaled to add up to ``total`` (largest remainders), keeping every non-empty stage >= 1."""
+    whole = sum(stages)
+    raw = [s * total / whole for s in stages]
+    out = [max(int(r), 1 if s else 0) for r, s in zip(raw, stages)]
+    for i in sorted(range(len(stages)), key=lambda i: raw[i] - int(raw[i]), reverse=True):
+        if sum(out) >= total:
+            break
+        if stages[i]:
+            out[i] += 1
+    return out
+
+
+def run_config(path: str, seed: int, raw_path: str | None, joint: bool = False, epochs: int | None = None,
+               batch_size: int | None = None) -> dict:
     from components.data.clean import CleanConfig, clean_interactions
     from components.data.readers import read_dataset
     from components.data.split import SplitConfig, build_sequences
@@ -44,6 +61,12 @@ def run_config(path: str, seed: int, raw_path: str | None, joint: bool = False) 
     if joint:
         model_settings["training_mode"] = "joint"
     train_settings = {**(step("pretrain").get("training") or {}), "progress": False}
+    if batch_size is not None:
+        train_settings["batch_size"] = batch_size
+    if epochs is not None:
+        train_settings["epochs"] = epochs
+        if "stage_epochs" in model_settings:
+            model_settings["stage_epochs"] = scaled_stages(list(model_settings["stage_epochs"]), epochs)
     start = time.perf_counter()
     trained = pretrain_model(data, model_settings, train_settings, seed=seed)
     seconds = time.perf_counter() - start
@@ -64,17 +87,21 @@ def main() -> None:
     p.add_argument("--configs", required=True)
     p.add_argument("--raw-path")
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--epochs", type=int, help="epoch budget for every row (guided stages scaled to it)")
+    p.add_argument("--batch-size", type=int, help="batch size for every row (small slices: more steps an epoch)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     configs = a.configs.split(",")
     rows = []
     for seed in (int(s) for s in a.seeds.split(",")):  # seed-major: a cut-short run still covers every config
         for c in configs:
-            rows.append(run_config(c.removesuffix("+joint"), seed, a.raw_path, joint=c.endswith("+joint")))
+            rows.append(run_config(c.removesuffix("+joint"), seed, a.raw_path, joint=c.endswith("+joint"),
+                                   epochs=a.epochs, batch_size=a.batch_size))
             print(json.dumps(rows[-1]), flush=True)  # noqa: T201 - progress, one line a run
 
     metric_keys = [k for k in rows[0] if k.startswith(("model_test_", "popularity_test_"))]
-    print(f"\ntest set, mean +- sd over seeds {a.seeds}")  # noqa: T201
+    budget = (f", every row {a.epochs} epochs" if a.epochs else "") + (f", batch {a.batch_size}" if a.batch_size else "")
+    print(f"\ntest set, mean +- sd over seeds {a.seeds}{budget}")  # noqa: T201
     short = [k.removeprefix("model_test_") for k in metric_keys if k.startswith("model_")]
     print("| config | model | seeds | " + " | ".join(short) + " | popularity " + " | popularity ".join(short)  # noqa: T201
           + " | epochs | train s |")

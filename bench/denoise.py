@@ -2,10 +2,12 @@
 
     python -m bench.denoise --data ../shared/datasets/taobao_userbehavior_head [--rate 0.2] [--seeds 0,1,2] [--json]
 
-Injects random click events ("mis-clicks": uniform items at uniform times inside each user's span) at ``--rate``
-of each user's events, cleans (window, 5-core users, 3-core items) and splits (every behavior a target), trains END4Rec with guided
-training, and reports the share of injected and of original events its hard noise eliminator drops (training
-prefixes of warm users, deterministic decisions), with the test sampled-99 HR@10 / NDCG@10 beside popularity.
+Injects random click events ("mis-clicks": items drawn in proportion to their counts, at uniform times inside
+each user's span) at ``--rate`` of each user's events, cleans (window, 5-core users, 3-core items) and splits
+(every behavior a target), trains END4Rec with guided training, and reports the share of injected and of original
+events its hard noise eliminator drops (training prefixes of warm users; deterministic decisions and expected
+training-time drops), the eliminator's learned fit weight and behavior preferences, and the test sampled-99
+HR@10 / NDCG@10 beside popularity.  ``--model '{"fit_weight": 0}'`` runs the eliminator without the fit term.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ def run(path: str, rate: float, seed: int, stage_epochs: list[int], max_len: int
     train_guided(model, data, TrainConfig(epochs=1, batch_size=batch_size, loss="ce", lr=lr, train_on="all", seed=seed, device="cpu",
                                           progress=False, valid_protocols=("sampled",)))
     out = drop_rates(model, data, injected)
+    if model.hne is not None:
+        out["hne_fit_weight"] = round(float(model.hne.fit_weight), 4)
+        out["hne_pref"] = [round(float(v), 4) for v in model.hne.pref[1:]]  # per behavior, padding left out
     metrics = evaluate(model, data, "test", protocols=("sampled",), ks=(10,))
     pop = evaluate(PopularityModel(data.n_items).fit(data), data, "test", protocols=("sampled",), ks=(10,))
     return {**out, "seed": seed, "rate": rate, "injected_share_of_events": float(injected.mean()),

@@ -7,7 +7,12 @@ The paper's text available here is a summary; where it gives no formula, what fo
   ``score(e_s, h_{s-1}) - pref[b_s]``: how well the event fits the user's state just before it (``h`` from an EBM
   pass over the raw sequence; a causal context, so no decision ever reads a later event, which would leak labels),
   minus a learnable preference value per behavior (the paper models behavior preference with a Poisson
-  distribution; here it is a free scalar per behavior starting at ``pref_init``).  A Gumbel-Softmax over
+  distribution; here it is a free scalar per behavior starting at ``pref_init``).  The token score is
+  (reconstruction) ``w * fit_s + mlp(e_s, h_{s-1}, e_s * h_{s-1})``, where ``fit_s = h_{s-1} . e_s``, standardised
+  over the batch's events, is the score the recommender itself gives the event in its context: an event the
+  user's history cannot explain is a candidate mis-click.  ``w`` is learned, starting at ``fit_weight``;
+  ``fit_weight: 0`` leaves the MLP alone, which the controlled-noise benchmark shows cannot find injected clicks
+  from the recommendation loss's straight-through gradients (BENCHMARKS.md).  A Gumbel-Softmax over
   {keep, drop} with straight-through hard samples at temperature ``tau`` makes the decision exactly 0/1 in the
   forward pass and differentiable in the backward pass; at evaluation the decision is deterministic
   (keep iff logit > 0).  Dropped events become zero vectors, which the causal FFT filter then ignores: they are
@@ -50,6 +55,7 @@ STAGES = (1, 2, 3, 4)
 class END4RecConfig(EBMConfig):
     tau: float = 1.0  # Gumbel-Softmax temperature
     pref_init: float = -2.0  # initial behavior preference: keep logit starts at +2 (keep ~88% before training)
+    fit_weight: float = 3.0  # initial weight of the event's in-context fit in the token score (0: MLP only)
     hard_noise: bool = True
     soft_noise: bool = True
     cl_weight: float = 0.1
@@ -98,12 +104,23 @@ class HardNoiseEliminator(nn.Module):
         d = cfg.hidden
         self.score = nn.Sequential(nn.Linear(3 * d, d), nn.GELU(), nn.Linear(d, 1))
         self.pref = nn.Parameter(torch.full((cfg.n_behaviors + 1,), float(cfg.pref_init)))
+        self.fit_weight = nn.Parameter(torch.tensor(float(cfg.fit_weight)))
+        self.use_fit = cfg.fit_weight != 0
 
-    def keep_logits(self, x: Tensor, context: Tensor, behaviors: Tensor) -> Tensor:
-        """x [B, N, d] embedded events, context [B, N, d] states (state after event t at t) -> [B, N] logits."""
+    def keep_logits(self, x: Tensor, context: Tensor, behaviors: Tensor, targets: Tensor, valid: Tensor) -> Tensor:
+        """x [B, N, d] embedded events, context [B, N, d] states (state after event t at t), targets [B, N, d] the
+        events' rows of the output table, valid [B, N] -> [B, N] keep logits."""
         before = torch.cat([torch.zeros_like(context[:, :1]), context[:, :-1]], dim=1)  # state before event t
         feats = torch.cat([x, before, x * before], dim=-1)
-        return self.score(feats).squeeze(-1) - self.pref[behaviors.long()]
+        logits = self.score(feats).squeeze(-1) - self.pref[behaviors.long()]
+        if self.use_fit:
+            fit = (before * targets).sum(-1)
+            has_context = valid & F.pad(valid[:, :-1], (1, 0), value=False)  # a first event has nothing to fit
+            vals = fit[has_context]
+            if vals.numel() > 1:
+                z = (fit - vals.mean()) / vals.std().clamp(min=1e-6)
+                logits = logits + self.fit_weight * z * has_context.to(z.dtype)
+        return logits
 
 
 class SoftNoiseFilter(nn.Module):
@@ -136,6 +153,7 @@ class END4Rec(EBM):
         super()._init_extra(generator)
         if getattr(self, "hne", None) is not None:
             self.hne.pref.fill_(self.config.pref_init)
+            self.hne.fit_weight.fill_(self.config.fit_weight)
         if getattr(self, "snf", None) is not None:
             self.snf.kernels.zero_()
 
@@ -181,7 +199,7 @@ class END4Rec(EBM):
             original = self._mine(x, behaviors, mask)
             out["original"] = original
             if self._uses("hne"):
-                logits = self.hne.keep_logits(x, original, behaviors)
+                logits = self.hne.keep_logits(x, original, behaviors, self.output_embeddings()[items], valid)
                 keep = gumbel_keep_mask(logits, self.config.tau, self.training) * valid.to(x.dtype)
                 self.last_keep = keep.detach()
                 self.last_drop_prob = (torch.sigmoid(-logits) * valid).detach()
