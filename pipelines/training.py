@@ -19,11 +19,13 @@ def training_pipeline(dataset: str, raw_path: str, seed: int = 42, mapping: Opti
     input_fingerprint = fingerprint_input(raw_path)
     interactions, profiles, _ = ingest(dataset=dataset, raw_path=raw_path, input_fingerprint=input_fingerprint,
                                        mapping=mapping)
-    report = validate(interactions, profiles, dataset=dataset, raw_path=raw_path, mapping=mapping)
+    # validate also profiles the data (register stores the profile with the model) and, with `drift: {mode: warn|fail}`,
+    # gates the run on how far the data moved from the champion's training data.
+    report, data_profile = validate(interactions, profiles, dataset=dataset, raw_path=raw_path, mapping=mapping)
     cleaned = clean(interactions, after=report)
     sequences = split(cleaned, profiles, seed=seed)
     # ---- model -----------------------------------------------------------------------------------------------
     model = pretrain(sequences, seed=seed)
     evaluation = evaluate(model, sequences, dataset=dataset)
     # ---- deployment --------------------------------------------------------------------------------------------
-    register(model, sequences, evaluation, dataset=dataset)
+    register(model, sequences, evaluation, dataset=dataset, data_profile=data_profile)

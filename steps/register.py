@@ -1,4 +1,4 @@
-from typing import Annotated
+from typing import Annotated, Optional
 
 from zenml import log_metadata, step
 
@@ -16,8 +16,11 @@ def register(
     evaluation: EvaluationReport,
     dataset: str,
     selection_metric: str = "valid_sampled99_ndcg_at_10",
+    data_profile: Optional[dict] = None,
 ) -> Annotated[dict, "registration"]:
-    """Register the model as an MLflow pyfunc; move the champion alias only if it beats the champion."""
-    result = register_recommender(pretrained_model, sequences, evaluation, dataset, selection_metric=selection_metric)
+    """Register the model as an MLflow pyfunc with its training data profile (the drift gate's reference); move
+    the champion alias only if it beats the champion."""
+    result = register_recommender(pretrained_model, sequences, evaluation, dataset, selection_metric=selection_metric,
+                                  data_profile=data_profile)
     log_metadata(result)
     return result

@@ -1,15 +1,19 @@
+import logging
 from typing import Annotated, Optional
 
 import pyarrow as pa
-from zenml import save_artifact, step
+from zenml import log_metadata, save_artifact, step
 
+import components.data.drift as data_drift
 import components.data.validation as validation
 from components.data.datasets import validation_config
 from components.tracking import mlflow_log
 from steps._common import TRACKER, cache_on
 
+logger = logging.getLogger(__name__)
 
-@step(experiment_tracker=TRACKER, cache_policy=cache_on(validation))
+
+@step(experiment_tracker=TRACKER, cache_policy=cache_on(validation, data_drift))
 def validate(
     interactions: pa.Table,
     profiles: pa.Table,
@@ -17,9 +21,17 @@ def validate(
     raw_path: str,
     mapping: Optional[dict] = None,
     rules: Optional[dict] = None,
-) -> Annotated[validation.ValidationReport, "validation_report"]:
-    """Check the tables with Great Expectations; stop the pipeline before training if they fail."""
+    drift: Optional[dict] = None,
+) -> tuple[
+    Annotated[validation.ValidationReport, "validation_report"],
+    Annotated[dict, "data_profile"],
+]:
+    """Check the tables with Great Expectations; stop the pipeline before training if they fail.  Profile the
+    data (REGISTER stores the profile with the model) and, with ``drift.mode`` warn or fail, compare it with
+    the current champion's training data profile.  A cached run of this step replays an earlier verdict: configs
+    that turn the gate on set ``enable_cache: false`` on it (configs/training.k8s.yaml)."""
     cfg = validation_config(dataset, rules, mapping)
+    gate = data_drift.DriftConfig.from_dict(drift, where="steps.validate.parameters.drift")
     report = validation.validate_interactions(interactions, profiles, cfg, source=raw_path)
     mlflow_log.log_dict(report.to_json(), "data/validation.json")
     mlflow_log.log_text(report.to_markdown(), "data/validation.md")
@@ -27,4 +39,27 @@ def validate(
         # A failing step stores no outputs: keep the report visible in the dashboard all the same.
         save_artifact(report, name="validation_report_failed")
         report.raise_for_failure()
-    return report
+
+    profile = data_drift.profile_data(interactions, sketch_k=gate.sketch_k, source=raw_path)
+    if gate.mode != "off":
+        model_name = f"mbprompt-{dataset}"  # the name components.serving.registry registers under
+        reference = data_drift.champion_profile(model_name)
+        if reference is None:
+            logger.info("drift gate (%s): no champion profile for %s to compare with: passed", gate.mode, model_name)
+            log_metadata({"drift": {"mode": gate.mode, "passed": True, "reference": "none (first run)"}})
+        else:
+            ref = reference["registered_as"]
+            result = data_drift.compare_profiles(reference, profile, gate.thresholds, current_source=raw_path,
+                                            reference_source=f"{ref['name']} v{ref['version']} ({ref['alias']})")
+            mlflow_log.log_dict(result.to_json(), "data/drift.json")
+            mlflow_log.log_text(result.to_markdown(), "data/drift.md")
+            log_metadata({"drift": {"mode": gate.mode, "passed": result.passed, "reference": ref,
+                                    "moved": [c.describe() for c in result.moved]}})
+            if result.passed:
+                logger.info("drift gate (%s): %s: nothing moved", gate.mode, result.reference_source)
+            elif gate.mode == "fail":
+                save_artifact(result.to_json(), name="drift_report_failed")
+                raise data_drift.DataDriftError(result.failure_message())
+            else:
+                logger.warning("drift gate (warn, run continues): %s", result.failure_message())
+    return report, profile

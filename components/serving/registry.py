@@ -4,6 +4,10 @@ The version holds an MLflow pyfunc ("model from code": ``pyfunc_model.py`` plus 
 code, weights/config/id map as artifacts; nothing pickled).  The alias ``champion`` moves to the new version only
 when its validation metric (the protocol is in the metric's name) beats the current champion's; otherwise the
 version is kept without the alias, and its tag ``champion_decision`` says why.
+
+With a training data profile (components.data.drift), the version's run gets it as the artifact
+``data/profile.json`` and the version the tag ``data_profile`` naming it: the drift gate of later runs compares
+their data with the champion's (``components.data.drift.champion_profile``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import ParamSchema, ParamSpec
 
+from components.data.drift import PROFILE_ARTIFACT, PROFILE_TAG
 from components.data.sequences import SequenceDataset
 from components.metrics.report import EvaluationReport, describe_protocol
 from components.models.trained import TrainedModel
@@ -43,7 +48,7 @@ def _requirements() -> list[str]:
 
 
 def register_recommender(trained: TrainedModel, data: SequenceDataset, report: EvaluationReport, dataset: str, *,
-                         selection_metric: str = "valid_sampled99_ndcg_at_10") -> dict:
+                         selection_metric: str = "valid_sampled99_ndcg_at_10", data_profile: dict | None = None) -> dict:
     if mlflow.active_run() is None:
         raise RuntimeError("register needs an active MLflow run (attach the MLflow experiment tracker to the step)")
     name = f"mbprompt-{dataset}"
@@ -66,6 +71,10 @@ def register_recommender(trained: TrainedModel, data: SequenceDataset, report: E
     tags = {"dataset": dataset, "architecture": trained.architecture, "selection_metric": selection_metric,
             "selection_value": f"{new_value:.6f}", "protocol": f"{protocol}: {describe_protocol(protocol)}"}
     tags.update({k: f"{v:.6f}" for k, v in model_metrics.items() if k.endswith("_at_10") and "_n" not in k})
+    if data_profile is not None:
+        mlflow.log_dict(data_profile, PROFILE_ARTIFACT)
+        tags[PROFILE_TAG] = PROFILE_ARTIFACT
+        tags.update({f"data_{k}": str(data_profile[k]) for k in ("events", "users", "items")})
     for k, v in tags.items():
         client.set_model_version_tag(name, version, k, v)
 

@@ -76,6 +76,7 @@ def test_nested_settings_are_accepted_by_their_components(path: Path):
     """The dicts each step hands to a component are parsed exactly as the step parses them (unknown keys raise)."""
     from components.data.clean import CleanConfig
     from components.data.datasets import validation_config
+    from components.data.drift import DriftConfig
     from components.data.split import SplitConfig
     from components.models.trained import model_classes
     from components.settings import from_dict
@@ -84,6 +85,7 @@ def test_nested_settings_are_accepted_by_their_components(path: Path):
     cfg = _load(path)
     params = cfg["parameters"]
     validation_config(params["dataset"], _step_params(cfg, "validate").get("rules"), params.get("mapping"))
+    DriftConfig.from_dict(_step_params(cfg, "validate").get("drift"))
     from_dict(CleanConfig, _step_params(cfg, "clean").get("rules"), where="clean")
     split_cfg = from_dict(SplitConfig, _step_params(cfg, "split").get("settings"), where="split")
 
