@@ -14,6 +14,18 @@ Model interface (SASRec follows it; EBM/END4Rec encoders and prompt tuners can t
 -> [B, N, d], ``output_embeddings()`` -> [n_items + 1, d], a ``config`` with ``to_dict()``.  A model that needs a
 different objective (extra regularisers, contrastive terms) defines ``training_loss(items, behaviors, labels,
 label_mask, kind, negatives)`` and the trainer calls that instead of ``next_item_loss``.
+
+Data-parallel training (several processes, ``torch.distributed`` initialised by the caller, e.g. under
+``torchrun``; see ``components.training.ddp``): each epoch the training users are permuted with a generator
+seeded by (seed, epoch), the same on every rank, and rank r trains on ``perm[r::world]`` cut to the shortest
+shard, so shards are disjoint and every rank runs the same number of steps; ``batch_size`` is per rank.
+Gradients are averaged across ranks with one ``all_reduce`` of the flattened gradients after each backward,
+instead of wrapping the model in ``DistributedDataParallel``: models with their own ``training_loss`` (END4Rec)
+and staged training that freezes modules then need no special forward path or ``find_unused_parameters``, and
+the weights stay identical on every rank because every rank applies the same averaged gradient.  Rank 0
+evaluates and broadcasts the metrics, so model selection and early stopping agree everywhere; only rank 0
+writes checkpoints and calls ``on_epoch_end``.  With one process nothing of this runs: single-process training
+draws and computes exactly what it did before.
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
@@ -235,6 +248,50 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
+# ---- data parallelism -------------------------------------------------------------------------------------------
+def dist_rank_world() -> tuple[int, int]:
+    """(rank, world size) of an initialised process group, (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def epoch_shard(users: np.ndarray, seed: int, epoch: int, rank: int, world: int) -> np.ndarray:
+    """This rank's training users for ``epoch``: a permutation seeded by (seed, epoch), identical on every rank,
+    sliced ``rank::world`` and cut to ``len(users) // world`` (the shortest shard) so every rank runs the same
+    number of steps; at most world - 1 users sit an epoch out, different ones each epoch."""
+    perm = users[np.random.default_rng([seed, epoch]).permutation(len(users))]
+    return perm[rank::world][:len(users) // world]
+
+
+def _all_reduce_grads(model: nn.Module, contributes: bool) -> bool:
+    """Average the gradients over the ranks that had a labelled batch (one collective for all of them); a rank
+    without one contributes zeros, and so does a trainable parameter that got no gradient (every rank then holds a
+    gradient for it, zero or not, and AdamW updates it alike everywhere).  Returns whether any rank contributed
+    (otherwise every rank skips the step)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    ref = params[0]
+    flat = torch.cat([(p.grad if p.grad is not None and contributes else torch.zeros_like(p)).reshape(-1).float()
+                      for p in params] + [torch.ones(1, device=ref.device) if contributes
+                                          else torch.zeros(1, device=ref.device)])
+    dist.all_reduce(flat)
+    count = float(flat[-1].item())
+    if count == 0:
+        return False
+    flat = flat[:-1] / count
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset:offset + n].view_as(p).to(p.dtype)
+        offset += n
+    return True
+
+
+def _broadcast_state(model: nn.Module) -> None:
+    for t in list(model.parameters()) + list(model.buffers()):
+        dist.broadcast(t.data, src=0)
+
+
 def train(
     model: nn.Module,
     data: SequenceDataset,
@@ -253,7 +310,11 @@ def train(
     """
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    rank, world = dist_rank_world()
     device = resolve_device(cfg.device)
+    if world > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))  # one GPU per process (torchrun)
+        torch.cuda.set_device(device)
     model.to(device)
     use_amp = cfg.amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
@@ -270,8 +331,9 @@ def train(
     if cfg.valid_set is not None and cfg.valid_set not in data.targets:
         raise KeyError(f"train: valid_set {cfg.valid_set!r} not in dataset targets {sorted(data.targets)}")
 
-    rng = np.random.default_rng(cfg.seed)
-    torch.manual_seed(cfg.seed)  # dropout draws from torch's global generator (CPU and CUDA)
+    # With several ranks each draws its own negatives and dropout masks (the shards come from epoch_shard).
+    rng = np.random.default_rng(cfg.seed if world == 1 else [cfg.seed, rank])
+    torch.manual_seed(cfg.seed if world == 1 else cfg.seed + 7919 * rank)  # dropout: torch's global generator
     model_cfg = _model_config_dict(model)
     st = {"epoch": 0, "best_metric": None, "best_epoch": 0, "best_state": None, "bad_evals": 0, "history": [],
           "stopped_early": False}
@@ -299,8 +361,20 @@ def train(
                 resumed = True
                 logger.info("resuming from %s after epoch %d", ckpt_path, st["epoch"])
     start_epoch = st["epoch"] + 1
+    if world > 1:
+        # Every rank must start from rank 0's weights and epoch: a rank that did not see rank 0's checkpoint
+        # (a checkpoint_dir that is not shared between nodes) would otherwise run a different number of steps.
+        starts = [None] * world
+        dist.all_gather_object(starts, start_epoch)
+        if len(set(starts)) != 1:
+            raise RuntimeError(f"train: ranks would resume from different epochs {starts}; checkpoint_dir must be "
+                               "shared by every rank (or absent)")
+        _broadcast_state(model)
 
-    steps = math.ceil(len(train_users) / cfg.batch_size)
+    n_shard = len(train_users) // world
+    if n_shard == 0:
+        raise ValueError(f"train: {len(train_users)} training users cannot be sharded over {world} ranks")
+    steps = math.ceil(n_shard / cfg.batch_size)
     if cfg.max_steps_per_epoch is not None:
         steps = min(steps, cfg.max_steps_per_epoch)
     metric_key = f"{cfg.valid_set}_{cfg.valid_metric}" if cfg.valid_set else None
@@ -312,43 +386,65 @@ def train(
         model.train()
         t0 = time.perf_counter()
         loss_sum, n_steps = 0.0, 0
-        batches = training_batches(data, train_users, max_len, cfg.batch_size, rng, cfg.train_on)
+        shard = train_users if world == 1 else epoch_shard(train_users, cfg.seed, epoch, rank, world)
+        batches = training_batches(data, shard, max_len, cfg.batch_size, rng, cfg.train_on)
         bar = tqdm(batches, total=steps, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
-                   disable=None if cfg.progress else True)
+                   disable=None if cfg.progress and rank == 0 else True)
         for step, (items, behaviors, labels, mask) in enumerate(bar):
             if step >= steps:
                 break
             negatives = None
             if cfg.loss != "ce":
                 negatives = torch.from_numpy(sample_negatives(labels.numpy(), data.n_items, rng)).to(device)
-            if not bool(mask.any()):
+            labelled = bool(mask.any())
+            if not labelled and world == 1:
                 continue  # no labelled position in this batch (possible with sparse target behaviors)
-            items, behaviors = items.to(device), behaviors.to(device)
-            labels, mask = labels.to(device), mask.to(device)
-            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
-                loss = _model_loss(model, items, behaviors, labels, mask, cfg.loss, negatives)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            loss = None
+            if labelled:
+                items, behaviors = items.to(device), behaviors.to(device)
+                labels, mask = labels.to(device), mask.to(device)
+                with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
+                    loss = _model_loss(model, items, behaviors, labels, mask, cfg.loss, negatives)
+                scaler.scale(loss).backward()
+            # Every rank joins every step's collective, labelled batch or not (the others would hang), and applies
+            # the same averaged gradient, so the weights stay equal on all ranks.
+            if world > 1 and not _all_reduce_grads(model, labelled):
+                continue  # no rank had a labelled position: every rank skips this step
             if cfg.grad_clip is not None:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
+            if loss is None:
+                continue
             # .item() waits for the device; once per step is cheap next to the step itself and gives a live loss.
             loss_value = float(loss.item())
             loss_sum += loss_value
             n_steps += 1
             bar.set_postfix(loss=f"{loss_value:.4f}")
         bar.close()
-        record: dict = {"epoch": epoch, "loss": loss_sum / max(n_steps, 1), "steps": n_steps,
+        if world > 1:  # the epoch's loss over every rank's batches
+            totals = torch.tensor([loss_sum, float(n_steps)], dtype=torch.float64, device=device)
+            dist.all_reduce(totals)
+            loss_sum, n_loss_steps = float(totals[0]), int(totals[1])
+        else:
+            n_loss_steps = n_steps
+        record: dict = {"epoch": epoch, "loss": loss_sum / max(n_loss_steps, 1), "steps": n_steps,
                         "seconds": time.perf_counter() - t0}
 
         due = epoch % cfg.eval_every == 0 or epoch == cfg.epochs
         if cfg.valid_set is not None and due:
             t1 = time.perf_counter()
             protocols = tuple(dict.fromkeys((protocol, *cfg.valid_protocols)))
-            metrics = evaluate(model, data, cfg.valid_set, protocols=protocols, batch_size=cfg.valid_batch_size,
-                               device=device)
+            metrics = None
+            if rank == 0:  # the weights are the same on every rank: rank 0 evaluates, the others receive its metrics
+                metrics = evaluate(model, data, cfg.valid_set, protocols=protocols,
+                                   batch_size=cfg.valid_batch_size, device=device)
+            if world > 1:
+                box = [metrics]
+                dist.broadcast_object_list(box, src=0)
+                metrics = box[0]
             if cfg.valid_metric not in metrics:
                 raise KeyError(f"train: valid_metric {cfg.valid_metric!r} not among the metrics of "
                                f"{cfg.valid_set!r}: {sorted(metrics)}")
@@ -371,7 +467,7 @@ def train(
         logger.info("epoch %d: loss %.4f, %d steps, %.1f s%s", epoch, record["loss"], n_steps, record["seconds"],
                     f", {metric_key} {record[metric_key]:.4f}" if metric_key and metric_key in record else "")
 
-        if ckpt_path is not None:
+        if ckpt_path is not None and rank == 0:
             save_checkpoint(ckpt_path, {
                 "format": CHECKPOINT_FORMAT, "model_config": model_cfg, "train_key": _resume_key(cfg),
                 "train_config": cfg.to_dict(), "model": _cpu_state(model), "optimizer": optimizer.state_dict(),
@@ -379,7 +475,7 @@ def train(
                 "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None, **st,
             })
-        if on_epoch_end is not None:
+        if on_epoch_end is not None and rank == 0:
             on_epoch_end(epoch, copy.deepcopy(record))
 
     if st["best_state"] is None:  # no epoch ran (epochs=0) or validation never happened
