@@ -6,8 +6,10 @@ from steps.evaluate import evaluate
 from steps.fingerprint import fingerprint_input
 from steps.ingest import ingest
 from steps.pretrain import pretrain
+from steps.prompt_tune import align_vocab, prompt_tune
 from steps.register import register
 from steps.split import split
 from steps.validate import validate
 
-__all__ = ["fingerprint_input", "ingest", "validate", "clean", "split", "pretrain", "evaluate", "register"]
+__all__ = ["fingerprint_input", "ingest", "validate", "clean", "split", "pretrain", "evaluate", "register",
+           "align_vocab", "prompt_tune"]

@@ -8,6 +8,9 @@ version is kept without the alias, and its tag ``champion_decision`` says why.
 With a training data profile (components.data.drift), the version's run gets it as the artifact
 ``data/profile.json`` and the version the tag ``data_profile`` naming it: the drift gate of later runs compares
 their data with the champion's (``components.data.drift.champion_profile``).
+
+Tags a model brings in ``info["registry_tags"]`` are set on its version too: the daily refresh
+(``components.training.refresh``) records the champion version it re-tuned as ``base_version``.
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ def register_recommender(trained: TrainedModel, data: SequenceDataset, report: E
     tags = {"dataset": dataset, "architecture": trained.architecture, "selection_metric": selection_metric,
             "selection_value": f"{new_value:.6f}", "protocol": f"{protocol}: {describe_protocol(protocol)}"}
     tags.update({k: f"{v:.6f}" for k, v in model_metrics.items() if k.endswith("_at_10") and "_n" not in k})
+    # A refreshed model (components.training.refresh) names its base version here (tag ``base_version``).
+    tags.update({str(k): str(v) for k, v in (trained.info.get("registry_tags") or {}).items()})
     if data_profile is not None:
         mlflow.log_dict(data_profile, PROFILE_ARTIFACT)
         tags[PROFILE_TAG] = PROFILE_ARTIFACT

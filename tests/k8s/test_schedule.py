@@ -44,6 +44,7 @@ from kubernetes_validate import utils as kv
 REPO = Path(__file__).resolve().parents[2]
 
 CONFIG = REPO / "configs" / "training.k8s.yaml"
+DAILY_CONFIG = REPO / "configs" / "prompt_refresh.k8s.yaml"
 K8S_VERSIONS = sorted({"1.30", kv.major_minor(kv.latest_version())}, key=lambda v: tuple(map(int, v.split("."))))
 NAMESPACE = "mbprompt"
 REGISTRY = "registry.example.com/mbprompt"
@@ -68,12 +69,24 @@ def _to_dict(obj) -> dict:
 def submitted(zenml_env):
     """Runs ZenML's snapshot creation and submission for configs/training.k8s.yaml on a Kubernetes stack in the
     test store; returns what reached the (mocked) Kubernetes API."""
+    from pipelines.training import training_pipeline
+
+    return _submit(training_pipeline, CONFIG)
+
+
+@pytest.fixture(scope="module")
+def submitted_daily(zenml_env):
+    """The same for the daily refresh, configs/prompt_refresh.k8s.yaml."""
+    from pipelines.prompt_refresh import prompt_refresh_pipeline
+
+    return _submit(prompt_refresh_pipeline, DAILY_CONFIG)
+
+
+def _submit(pipeline_obj, config_file: Path) -> dict:
     from zenml.client import Client
     from zenml.enums import StackComponentType as T
     from zenml.integrations.kaniko.image_builders.kaniko_image_builder import KanikoImageBuilder
     from zenml.integrations.kubernetes.orchestrators.kubernetes_orchestrator import KubernetesOrchestrator
-
-    from pipelines.training import training_pipeline
 
     client = Client()
     previous_stack = client.active_stack_model.id
@@ -111,7 +124,7 @@ def submitted(zenml_env):
                                return_value=batch), \
              mock.patch.object(KubernetesOrchestrator, "_k8s_core_api", new_callable=mock.PropertyMock,
                                return_value=core):
-            pipeline = training_pipeline.with_options(config_path=str(CONFIG))
+            pipeline = pipeline_obj.with_options(config_path=str(config_file))
             pipeline.prepare()
             snapshot = pipeline._create_snapshot(**pipeline._run_args)
             stack = client.active_stack
@@ -255,3 +268,34 @@ def test_every_step_pod_mounts_the_data_volume(submitted):
 @pytest.mark.parametrize("step", ["pretrain", "split"])
 def test_step_jobs_validate_strictly(submitted, step, k8s_version):
     _validate(_step_job(submitted, step), k8s_version)
+
+
+# ---- the daily refresh: configs/prompt_refresh.k8s.yaml ----------------------------------------------------------
+DAILY_STEPS = {"fingerprint_input", "ingest", "validate", "clean", "align_vocab", "split", "prompt_tune", "evaluate",
+               "register"}
+
+
+def test_zenml_submits_a_daily_cron_job_with_the_gpu_on_prompt_tune_only(submitted_daily):
+    cron = submitted_daily["cron_job"]
+    assert cron["kind"] == "CronJob" and cron["spec"]["schedule"] == "0 4 * * *"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert submitted_daily["snapshot"].schedule.name == "mbprompt-prompt-refresh-daily"
+    assert set(submitted_daily["snapshot"].step_configurations) == DAILY_STEPS
+    (container,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"{REGISTRY}/zenml:prompt_refresh_pipeline-orchestrator"
+    for step in DAILY_STEPS:
+        pod = _step_job(submitted_daily, step)["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        gpu = container["resources"].get("limits", {}).get(GPU)
+        if step == "prompt_tune":
+            assert gpu == "1" and pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+            assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+        else:
+            assert gpu is None and not pod.get("nodeSelector"), f"{step} asks for a GPU"
+        assert "/mnt/data" in {m["mountPath"] for m in container.get("volumeMounts", [])}, step
+
+
+@pytest.mark.parametrize("k8s_version", K8S_VERSIONS)
+def test_daily_cron_job_and_gpu_step_job_validate_strictly(submitted_daily, k8s_version):
+    _validate(submitted_daily["cron_job"], k8s_version)
+    _validate(_step_job(submitted_daily, "prompt_tune"), k8s_version)

@@ -27,13 +27,32 @@ def _step_params(cfg: dict, step: str) -> dict:
     return ((cfg.get("steps") or {}).get(step) or {}).get("parameters") or {}
 
 
-@pytest.fixture(scope="module")
-def pipeline_steps(zenml_env) -> dict:
-    """Invocation name -> step object, as ZenML composes the real pipeline."""
+def _pipeline_for(path: Path):
+    """configs/prompt_refresh*.yaml configure the daily refresh pipeline; every other config the training one."""
+    if path.name.startswith("prompt_refresh"):
+        from pipelines.prompt_refresh import prompt_refresh_pipeline
+
+        return prompt_refresh_pipeline
     from pipelines.training import training_pipeline
 
-    training_pipeline.prepare(dataset="ml1m", raw_path="data/ml-1m")
-    return {name: inv.step for name, inv in training_pipeline.invocations.items()}
+    return training_pipeline
+
+
+def _train_step(cfg: dict) -> str:
+    return "prompt_tune" if "prompt_tune" in (cfg.get("steps") or {}) else "pretrain"
+
+
+@pytest.fixture(scope="module")
+def pipeline_steps(zenml_env) -> dict:
+    """Pipeline name -> {invocation name -> step object}, as ZenML composes the real pipelines."""
+    from pipelines.prompt_refresh import prompt_refresh_pipeline
+    from pipelines.training import training_pipeline
+
+    out = {}
+    for pipe in (training_pipeline, prompt_refresh_pipeline):
+        pipe.prepare(dataset="ml1m", raw_path="data/ml-1m")
+        out[pipe.name] = {name: inv.step for name, inv in pipe.invocations.items()}
+    return out
 
 
 def test_every_dataset_has_a_config():
@@ -51,8 +70,8 @@ def test_config_parses_as_a_zenml_run_configuration(path: Path):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_step_names_and_parameters_exist(path: Path, pipeline_steps: dict):
-    from pipelines.training import training_pipeline
-
+    pipe = _pipeline_for(path)
+    steps_of = pipeline_steps[pipe.name]
     cfg = _load(path)
     params = cfg.get("parameters") or {}
     assert params.get("dataset") in DATASETS, f"{path.name}: parameters.dataset must be one of {sorted(DATASETS)}"
@@ -60,13 +79,13 @@ def test_step_names_and_parameters_exist(path: Path, pipeline_steps: dict):
     if not path.name.endswith(".k8s.yaml"):
         # Configs in the repo point under data/; nothing outside the repo may be assumed.
         assert params["raw_path"].startswith("data/"), f"{path.name}: raw_path {params['raw_path']!r}"
-    accepted = set(inspect.signature(training_pipeline.entrypoint).parameters)
+    accepted = set(inspect.signature(pipe.entrypoint).parameters)
     assert set(params) <= accepted, f"{path.name}: unknown pipeline parameters {set(params) - accepted}"
 
     for step_name, step_cfg in (cfg.get("steps") or {}).items():
-        assert step_name in pipeline_steps, (
-            f"{path.name}: step {step_name!r} is not in the pipeline; steps are {sorted(pipeline_steps)}")
-        signature = set(inspect.signature(pipeline_steps[step_name].entrypoint).parameters)
+        assert step_name in steps_of, (
+            f"{path.name}: step {step_name!r} is not in {pipe.name}; steps are {sorted(steps_of)}")
+        signature = set(inspect.signature(steps_of[step_name].entrypoint).parameters)
         unknown = set((step_cfg or {}).get("parameters") or {}) - signature
         assert not unknown, f"{path.name}: steps.{step_name}.parameters has unknown keys {sorted(unknown)}"
 
@@ -92,7 +111,7 @@ def test_nested_settings_are_accepted_by_their_components(path: Path):
     model = dict(_step_params(cfg, "pretrain").get("model") or {})
     _, cfg_cls = model_classes(model.pop("name", "sasrec"))
     from_dict(cfg_cls, {"n_items": 10, "n_behaviors": 1, **model}, where="model")
-    train_cfg = from_dict(TrainConfig, _step_params(cfg, "pretrain").get("training"), where="training")
+    train_cfg = from_dict(TrainConfig, _step_params(cfg, _train_step(cfg)).get("training"), where="training")
 
     # The metric names that tie steps together must name the protocol the split actually stores.
     protocol = f"sampled{split_cfg.n_negatives}"
@@ -110,7 +129,8 @@ def test_nested_settings_are_accepted_by_their_components(path: Path):
 
 def test_kubernetes_config_puts_pretraining_on_a_gpu_node():
     for path in (p for p in CONFIGS if p.name.endswith(".k8s.yaml")):
-        pretrain = _load(path)["steps"]["pretrain"]
+        cfg = _load(path)
+        pretrain = cfg["steps"][_train_step(cfg)]  # prompt_tune in the daily refresh
         pod = pretrain["settings"]["orchestrator.kubernetes"]["pod_settings"]
         assert pod["resources"]["limits"]["nvidia.com/gpu"] == "1"
         assert pod["node_selectors"] and pod["tolerations"]
