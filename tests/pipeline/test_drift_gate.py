@@ -30,7 +30,13 @@ def champion(zenml_env, taobao_head, tmp_path_factory):
     cfg = write_config(tmp_path_factory.mktemp("cfg") / "ok.yaml", taobao_head)
     run = run_pipeline(with_drift(cfg, "fail"))  # the gate is on: first run (or same data) passes
     assert run.status == ExecutionStatus.COMPLETED
-    return MlflowClient(zenml_env["tracking_uri"]).get_model_version_by_alias(MODEL, "champion")
+    client = MlflowClient(zenml_env["tracking_uri"])
+    # The champion is this run's version (its register step may come from the cache while another module moved
+    # the alias since); the warn run below may promote its own version: put the alias back afterwards.
+    version = run.steps["register"].outputs["registration"][0].load()["version"]
+    client.set_registered_model_alias(MODEL, "champion", str(version))
+    yield client.get_model_version_by_alias(MODEL, "champion")
+    client.set_registered_model_alias(MODEL, "champion", str(version))
 
 
 @pytest.fixture(scope="module")
