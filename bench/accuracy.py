@@ -39,28 +39,16 @@ def scaled_stages(stages: list[int], total: int) -> list[int]:
 
 def run_config(path: str, seed: int, raw_path: str | None, joint: bool = False, epochs: int | None = None,
                batch_size: int | None = None) -> dict:
-    from components.data.clean import CleanConfig, clean_interactions
-    from components.data.readers import read_dataset
-    from components.data.split import SplitConfig, build_sequences
     from components.models import PopularityModel
-    from components.settings import from_dict
     from components.training import evaluate
+    from components.training.ddp import build_data
     from components.training.pretrain import pretrain_model
 
-    cfg = yaml.safe_load(open(path))
-    params, steps = cfg["parameters"], cfg.get("steps") or {}
-
-    def step(name: str) -> dict:
-        return (steps.get(name) or {}).get("parameters") or {}
-
-    raw = read_dataset(params["dataset"], raw_path or params["raw_path"], mapping=params.get("mapping"))
-    cleaned = clean_interactions(raw.interactions, from_dict(CleanConfig, step("clean").get("rules"), where="clean"))
-    data = build_sequences(cleaned, raw.profiles,
-                           from_dict(SplitConfig, {**(step("split").get("settings") or {}), "seed": seed}, where="split"))
-    model_settings = dict(step("pretrain").get("model") or {})
+    data, pretrain = build_data(yaml.safe_load(open(path)), raw_path, seed)
+    model_settings = dict(pretrain.get("model") or {})
     if joint:
         model_settings["training_mode"] = "joint"
-    train_settings = {**(step("pretrain").get("training") or {}), "progress": False}
+    train_settings = {**(pretrain.get("training") or {}), "progress": False}
     if batch_size is not None:
         train_settings["batch_size"] = batch_size
     if epochs is not None:
