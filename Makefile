@@ -39,7 +39,7 @@ run: setup data
 	$(BIN)/zenml pipeline run pipelines.training.training_pipeline -c $(CONFIG)
 	@$(BIN)/python -m components.tracking.summary --tracking-uri $(TRACKING_URI) --dataset $(DATASET)
 
-test: install
+test: install data
 	$(BIN)/python -m pytest -q
 
 mlflow-ui: install

@@ -1,4 +1,4 @@
-"""ingest -> validate -> clean -> split -> pretrain -> evaluate -> register.
+"""ingest -> validate -> clean -> split -> pretrain -> prompt_tune -> evaluate -> register.
 
 Run it with ``zenml pipeline run pipelines.training.training_pipeline -c configs/<dataset>.yaml``.  Every setting
 lives in the YAML; this file only wires steps.
@@ -9,12 +9,13 @@ from typing import Optional
 from zenml import pipeline
 from zenml.enums import ExecutionMode
 
-from steps import clean, evaluate, fingerprint_input, ingest, pretrain, register, split, validate
+from steps import clean, evaluate, fingerprint_input, ingest, load_base, pretrain, prompt_tune, register, split, validate
 
 
 # Fail fast: the first failing step stops the run and its own error (file, column, count) is what surfaces.
 @pipeline(enable_cache=True, execution_mode=ExecutionMode.FAIL_FAST)
-def training_pipeline(dataset: str, raw_path: str, seed: int = 42, mapping: Optional[dict] = None) -> None:
+def training_pipeline(dataset: str, raw_path: str, seed: int = 42, mapping: Optional[dict] = None,
+                      tuning: str = "none", base_model: Optional[dict] = None) -> None:
     # ---- data ------------------------------------------------------------------------------------------------
     input_fingerprint = fingerprint_input(raw_path)
     interactions, profiles, _ = ingest(dataset=dataset, raw_path=raw_path, input_fingerprint=input_fingerprint,
@@ -25,7 +26,15 @@ def training_pipeline(dataset: str, raw_path: str, seed: int = 42, mapping: Opti
     cleaned = clean(interactions, after=report)
     sequences = split(cleaned, profiles, seed=seed)
     # ---- model -----------------------------------------------------------------------------------------------
-    model = pretrain(sequences, seed=seed)
-    evaluation = evaluate(model, sequences, dataset=dataset)
+    # Pre-train on warm users, or start from a registered pre-trained version (`base_model: {name, version}`).
+    pretrained = pretrain(sequences, seed=seed) if base_model is None else load_base(sequences, base=base_model)
+    base = None
+    model = pretrained
+    if tuning != "none":
+        # Tune for cold-start users (`tuning: finetune | ppr_light | ppr_full | cpl | pomrec`); evaluate and register
+        # then also see the pre-trained base (the "pre-train only" row, the tuned version's lineage).
+        model = prompt_tune(pretrained, sequences, seed=seed, tuning=tuning)
+        base = pretrained
+    evaluation = evaluate(model, sequences, dataset=dataset, base_model=base)
     # ---- deployment --------------------------------------------------------------------------------------------
-    register(model, sequences, evaluation, dataset=dataset, data_profile=data_profile)
+    register(model, sequences, evaluation, dataset=dataset, data_profile=data_profile, base_model=base)

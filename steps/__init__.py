@@ -6,10 +6,11 @@ from steps.evaluate import evaluate
 from steps.fingerprint import fingerprint_input
 from steps.ingest import ingest
 from steps.pretrain import pretrain
-from steps.prompt_tune import align_vocab, prompt_tune
+from steps.prompt_tune import load_base, prompt_tune
+from steps.refresh import align_vocab, retune_head
 from steps.register import register
 from steps.split import split
 from steps.validate import validate
 
-__all__ = ["fingerprint_input", "ingest", "validate", "clean", "split", "pretrain", "evaluate", "register",
-           "align_vocab", "prompt_tune"]
+__all__ = ["fingerprint_input", "ingest", "validate", "clean", "split", "pretrain", "load_base", "prompt_tune", "evaluate", "register",
+           "align_vocab", "retune_head"]

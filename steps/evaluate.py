@@ -13,17 +13,19 @@ from steps._common import TRACKER, cache_on
 
 @step(experiment_tracker=TRACKER, cache_policy=cache_on(reporting, evaluation))
 def evaluate(
-    pretrained_model: TrainedModel,
+    model: TrainedModel,
     sequences: SequenceDataset,
     dataset: str,
     ks: Optional[list[int]] = None,
     batch_size: int = 256,
+    base_model: Optional[TrainedModel] = None,
 ) -> Annotated[EvaluationReport, "evaluation"]:
-    """Rank test targets under both protocols (sampled negatives, full ranking) for the model and popularity."""
-    report = reporting.evaluation_report(pretrained_model, sequences, dataset, ks=tuple(ks or (5, 10, 20, 50)),
-                                         batch_size=batch_size)
+    """Rank test targets under both protocols (sampled negatives, full ranking) for the model, popularity and,
+    when the model was tuned, the pre-trained model it came from."""
+    report = reporting.evaluation_report(model, sequences, dataset, ks=tuple(ks or (5, 10, 20, 50)),
+                                         batch_size=batch_size, pretrained=base_model)
     for name, metrics in report.metrics.items():
-        prefix = "" if name == pretrained_model.architecture else f"{name}_"
+        prefix = "" if name == model.architecture else f"{name}_"
         mlflow_log.log_metrics(metrics, prefix=prefix)
     mlflow_log.log_text(report.to_markdown(), "evaluation/metrics.md")
     mlflow_log.log_dict(report.to_json(), "evaluation/metrics.json")

@@ -1,64 +1,70 @@
-"""The daily refresh's steps: align fresh data to the champion's vocabulary, then re-tune the champion's head.
+"""prompt_tune: tune the pre-trained encoder for cold-start users (``tuning: finetune | ppr_light | ppr_full |
+cpl | pomrec | none``); every tuning run logs its efficiency beside the fine-tuning run on the same data."""
 
-Interim: prompt tuning (issue 4) has not landed, so ``prompt_tune`` re-tunes a small head of the champion's
-pre-trained SASRec/EBM (last block + final LayerNorm, everything else frozen; components/training/refresh.py)."""
-
-import uuid
 from typing import Annotated, Optional
 
 from zenml import log_metadata, step
-from zenml.config.cache_policy import CachePolicy
 
+import components.models.pomrec as pomrec
+import components.models.trained as trained_models
 import components.training.batches as batches
-import components.training.refresh as refresh
 import components.training.trainer as trainer
-from components.data.clean import CleanResult
+import components.tuning.methods as methods
+import components.tuning.profiles as profiles
+import components.tuning.prompting as prompting
+import components.tuning.tune as tune
 from components.data.sequences import SequenceDataset
 from components.models.trained import TrainedModel
 from components.tracking import mlflow_log
 from steps._common import TRACKER, cache_on
 
 
-def _fresh_every_run() -> str:
-    """Never cached (a YAML ``enable_cache: true`` would override ``enable_cache=False``): the champion may have
-    moved since the last run."""
-    return uuid.uuid4().hex
-
-
-@step(experiment_tracker=TRACKER, enable_cache=False, cache_policy=CachePolicy(cache_func=_fresh_every_run))
-def align_vocab(clean_interactions: CleanResult, dataset: str) -> tuple[
-    Annotated[CleanResult, "aligned_interactions"],
-    Annotated[dict, "champion_base"],
-]:
-    """Map the cleaned fresh data onto the current champion's item and behavior vocabulary, dropping what it does
-    not know; fails if there is no champion yet (run the training pipeline first)."""
-    base = refresh.load_champion_base(f"mbprompt-{dataset}")  # the name components.serving.registry uses
-    aligned, report = refresh.align_to_vocab(clean_interactions, base.item_ids, base.behavior_names)
-    mlflow_log.log_dict(report, "data/align_report.json")
-    mlflow_log.log_params({"base_version": base.version})
-    log_metadata({"base": base.describe(), "align": report})
-    return aligned, base.describe()
-
-
-@step(experiment_tracker=TRACKER, cache_policy=cache_on(refresh, trainer, batches))
+@step(experiment_tracker=TRACKER, cache_policy=cache_on(tune, methods, prompting, profiles, pomrec, trained_models, trainer, batches))
 def prompt_tune(
+    pretrained_model: TrainedModel,
     sequences: SequenceDataset,
-    champion_base: dict,
     seed: int = 42,
+    tuning: str = "none",
+    settings: Optional[dict] = None,
     training: Optional[dict] = None,
-) -> Annotated[TrainedModel, "refreshed_model"]:
-    """Load the champion's base (the version ``align_vocab`` aligned to) and re-tune its head on the fresh warm
-    users; every other weight is verified unchanged."""
-    mlflow_log.log_params({"training": training or {}, "seed": seed, "base_version": champion_base["version"]})
-    base = refresh.load_champion_base(champion_base["name"], version=champion_base["version"])
+) -> Annotated[TrainedModel, "tuned_model"]:
+    """Tune on the cold tuning users and keep the epoch that ranks their last targets best; ``none`` passes the
+    pre-trained model on unchanged."""
+    if tuning == "none":
+        return pretrained_model
+    digest = tune.data_digest(sequences)
+    mlflow_log.log_params({"tuning": tuning, "tuning_settings": settings or {}, "training": training or {},
+                           "seed": seed, "data_digest": digest, "base_architecture": pretrained_model.architecture})
 
     def log_epoch(epoch: int, metrics: dict) -> None:
         mlflow_log.log_metrics(metrics, step=epoch, prefix="epoch/")
 
-    trained = refresh.refresh_model(base, sequences, training, seed=seed, on_epoch_end=log_epoch)
-    mlflow_log.log_metrics({"n_parameters": trained.info["n_parameters"],
-                            "n_trainable_parameters": trained.info["n_trainable_parameters"],
-                            "prompt_tune_seconds": trained.info["wall_seconds"]})
-    log_metadata({"base_version": base.version, "head": trained.info["registry_tags"]["head"],
-                  "n_trainable_parameters": trained.info["n_trainable_parameters"]})
-    return trained
+    tuned = tune.tune_model(pretrained_model, sequences, tuning, settings, training, seed=seed, on_epoch_end=log_epoch)
+    info = tuned.info
+    efficiency = {k: info[k] for k in ("n_parameters", "n_tuned_parameters", "tuned_share", "n_finetune_parameters",
+                                       "tuned_vs_finetune")}
+    efficiency.update(tune_seconds=info["wall_seconds"], tune_seconds_per_epoch=info["seconds_per_epoch"])
+    # Time against the most recent fine-tuning run of the same base on the same data (per epoch: early stopping
+    # makes epoch counts differ).
+    reference = None if tuning == "finetune" else mlflow_log.latest_metrics_where(
+        {"tuning": "finetune", "data_digest": digest, "base_architecture": pretrained_model.architecture},
+        ["tune_seconds_per_epoch"])
+    if tuning == "finetune":
+        efficiency["time_per_epoch_vs_finetune"] = 1.0
+    elif reference is not None:
+        efficiency["time_per_epoch_vs_finetune"] = info["seconds_per_epoch"] / reference["tune_seconds_per_epoch"]
+    mlflow_log.log_metrics(efficiency)
+    mlflow_log.log_dict({**efficiency, "finetune_reference_run": reference and reference["run_id"],
+                         "tuned_parameter_names": info["tuned_parameter_names"]}, "tuning/efficiency.json")
+    log_metadata({"tuning": tuning, **efficiency})
+    return tuned
+
+
+@step(experiment_tracker=TRACKER, enable_cache=False)
+def load_base(sequences: SequenceDataset, base: dict) -> Annotated[TrainedModel, "pretrained_model"]:
+    """The registered pre-trained version ``base`` names (``{name, version}``; no version: the champion), so
+    tuning can run again without pre-training again."""
+    model = tune.base_from_registry(base["name"], base.get("version"), sequences)
+    mlflow_log.log_params({"base_model": model.info["registry"]["name"],
+                           "base_version": model.info["registry"]["version"]})
+    return model

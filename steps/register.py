@@ -11,16 +11,18 @@ from steps._common import TRACKER
 
 @step(experiment_tracker=TRACKER, enable_cache=False)
 def register(
-    pretrained_model: TrainedModel,
+    model: TrainedModel,
     sequences: SequenceDataset,
     evaluation: EvaluationReport,
     dataset: str,
     selection_metric: str = "valid_sampled99_ndcg_at_10",
     data_profile: Optional[dict] = None,
+    base_model: Optional[TrainedModel] = None,
 ) -> Annotated[dict, "registration"]:
     """Register the model as an MLflow pyfunc with its training data profile (the drift gate's reference); move
-    the champion alias only if it beats the champion."""
-    result = register_recommender(pretrained_model, sequences, evaluation, dataset, selection_metric=selection_metric,
-                                  data_profile=data_profile)
+    the champion alias only if it beats the champion.  A tuned model registers under mbprompt-<dataset>-<method>
+    and records its base (registered first, or reused when the same weights are already registered)."""
+    result = register_recommender(model, sequences, evaluation, dataset, selection_metric=selection_metric,
+                                  data_profile=data_profile, base_model=base_model)
     log_metadata(result)
     return result

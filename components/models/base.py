@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, fields
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -90,7 +90,28 @@ class NextItemEncoder(nn.Module):
             x = x + self.behavior_emb(behaviors.masked_fill(~valid, 0))
         return self.emb_drop(x) * valid.unsqueeze(-1).to(x.dtype), valid
 
-    def encode(self, items: Tensor, behaviors: Tensor) -> Tensor:  # pragma: no cover - abstract
+    def encode(self, items: Tensor, behaviors: Tensor) -> Tensor:
+        """items, behaviors [B, N] left-padded (0 = padding), N <= max_len -> hidden states [B, N, d]."""
+        x, valid, behaviors = self.embed_for_prompting(items, behaviors)
+        return self.run_stack(x, valid, behaviors)
+
+    # ---- the two halves of ``encode``, apart so prompt tuning (components/tuning) can insert tokens between them --
+    def embed_for_prompting(self, items: Tensor, behaviors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(embedded events [B, N, d], valid [B, N], behaviors with padding zeroed [B, N]): what ``run_stack``
+        reads.  Encoders that transform the embedded sequence before their stack (END4Rec's denoising) do it here."""
+        x, valid = self.embed(items, behaviors)
+        return x, valid, behaviors.masked_fill(~valid, 0)
+
+    def run_stack(self, x: Tensor, valid: Tensor, behaviors: Tensor,
+                  layer_hook: Callable[[int, Tensor], Tensor] | None = None) -> Tensor:  # pragma: no cover
+        """The encoder stack and final norm over already-embedded vectors x [B, L, d] (``valid`` [B, L] marks real
+        tokens; L may exceed max_len when prompt tokens were added).  ``layer_hook(l, x)`` is called before layer l
+        and returns the tensor layer l reads (layer-wise prompts replace their slots there)."""
+        raise NotImplementedError
+
+    @property
+    def n_stack_layers(self) -> int:
+        """How many layers ``run_stack`` runs (how many times it calls ``layer_hook``)."""
         raise NotImplementedError
 
     # ---- scoring ------------------------------------------------------------------------------------------------

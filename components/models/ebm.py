@@ -28,6 +28,7 @@ events are zero vectors) the output for a prefix does not depend on how much pad
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -145,11 +146,16 @@ class EBM(NextItemEncoder):
                 layer.mixer.gamma.weight.zero_()
                 layer.mixer.beta.weight.zero_()
 
-    def encode(self, items: Tensor, behaviors: Tensor) -> Tensor:
-        """items, behaviors [B, N] left-padded (0 = padding), N <= max_len -> hidden states [B, N, d]."""
-        x, valid = self.embed(items, behaviors)  # [B, N, d], [B, N]
+    @property
+    def n_stack_layers(self) -> int:
+        return len(self.layers)
+
+    def run_stack(self, x: Tensor, valid: Tensor, behaviors: Tensor,
+                  layer_hook: Callable[[int, Tensor], Tensor] | None = None) -> Tensor:
+        """EBM layers + final LayerNorm over embedded tokens x [B, L, d] -> [B, L, d]."""
         mask = valid.unsqueeze(-1).to(x.dtype)
-        behaviors = behaviors.masked_fill(~valid, 0)
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
+            if layer_hook is not None:
+                x = layer_hook(i, x)
             x = layer(x, behaviors, mask)
         return self.ln_f(x)

@@ -93,9 +93,14 @@ def coding_rate(z: Tensor, eps: float) -> Tensor:
     """R(Z) = 1/2 logdet(I_d + d/(n eps^2) Z^T Z) for Z [n, d], on the smaller of the two Gram matrices."""
     n, d = z.shape
     scale = d / (n * eps ** 2)
-    gram = z.T @ z if d <= n else z @ z.T  # logdet(I + c Z^T Z) = logdet(I + c Z Z^T)
-    eye = torch.eye(gram.shape[0], dtype=z.dtype, device=z.device)
-    return 0.5 * torch.logdet(eye + scale * gram)
+    # I + c G is symmetric positive definite: its Cholesky factor gives the log-determinant stably.  All in float64:
+    # c is large (d / (n eps^2) ~ 1e5), so a float32 Gram's rounding (~1e-7 * n) times c breaks positive
+    # definiteness, and a float32 LU (torch.logdet) then returns NaN for nearly equal rows.
+    zd = z.double()
+    gram = zd.T @ zd if d <= n else zd @ zd.T  # logdet(I + c Z^T Z) = logdet(I + c Z Z^T)
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    chol = torch.linalg.cholesky(eye + scale * gram)
+    return torch.log(torch.diagonal(chol)).sum().to(z.dtype)
 
 
 class HardNoiseEliminator(nn.Module):
@@ -216,6 +221,21 @@ class END4Rec(EBM):
     def encode(self, items: Tensor, behaviors: Tensor) -> Tensor:
         """Denoised hidden states [B, N, d] (the modules of the current stage that are on)."""
         return self._passes(items, behaviors, need_all=False)["clean"]
+
+    def embed_for_prompting(self, items: Tensor, behaviors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The denoised embedded events (dropped events zeroed, soft filter applied), for prompt tuning: prompts
+        then join the sequence that the EBM stack reads, after denoising, as the summary's CPL does."""
+        x, valid = self.embed(items, behaviors)
+        behaviors = behaviors.masked_fill(~valid, 0)
+        mask = valid.unsqueeze(-1).to(x.dtype)
+        clean = x
+        if self._uses("hne"):
+            original = self._mine(x, behaviors, mask)
+            logits = self.hne.keep_logits(x, original, behaviors, self.output_embeddings()[items], valid)
+            clean = x * (gumbel_keep_mask(logits, self.config.tau, self.training) * valid.to(x.dtype)).unsqueeze(-1)
+        if self._uses("snf"):
+            clean = self.snf(clean, behaviors, valid)
+        return clean, valid, behaviors
 
     def keep_decisions(self, items: Tensor, behaviors: Tensor) -> Tensor:
         """[B, N] 1 = kept, 0 = dropped as noise (deterministic in eval mode); padding is 0."""

@@ -22,6 +22,7 @@ Choices the paper leaves open, made here:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -120,16 +121,22 @@ class SASRec(NextItemEncoder):
         self.ln_f = nn.LayerNorm(cfg.hidden)
         self.reset_parameters()
 
-    def encode(self, items: Tensor, behaviors: Tensor) -> Tensor:
-        """items, behaviors [B, N] left-padded (0 = padding), N <= max_len -> hidden states [B, N, d]."""
-        N = items.shape[1]
-        x, valid = self.embed(items, behaviors)  # [B, N, d], [B, N]
-        mask = valid.unsqueeze(-1).to(x.dtype)  # [B, N, 1]
-        causal = torch.ones(N, N, dtype=torch.bool, device=items.device).tril()  # [N, N]
-        eye = torch.eye(N, dtype=torch.bool, device=items.device)
-        # Query i may see key j if j <= i and j is a real event; every query may see itself, so no row is empty.
-        allowed = (causal & valid[:, None, :]) | eye  # [B, N, N]
-        allowed = allowed.unsqueeze(1)  # [B, 1, N, N], broadcast over heads
-        for block in self.blocks:
+    @property
+    def n_stack_layers(self) -> int:
+        return len(self.blocks)
+
+    def run_stack(self, x: Tensor, valid: Tensor, behaviors: Tensor,
+                  layer_hook: Callable[[int, Tensor], Tensor] | None = None) -> Tensor:
+        """Causal self-attention blocks + final LayerNorm over embedded tokens x [B, L, d] -> [B, L, d]."""
+        L = x.shape[1]
+        mask = valid.unsqueeze(-1).to(x.dtype)  # [B, L, 1]
+        causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()  # [L, L]
+        eye = torch.eye(L, dtype=torch.bool, device=x.device)
+        # Query i may see key j if j <= i and j is a real token; every query may see itself, so no row is empty.
+        allowed = (causal & valid[:, None, :]) | eye  # [B, L, L]
+        allowed = allowed.unsqueeze(1)  # [B, 1, L, L], broadcast over heads
+        for layer, block in enumerate(self.blocks):
+            if layer_hook is not None:
+                x = layer_hook(layer, x)
             x = block(x, allowed) * mask
-        return self.ln_f(x)  # [B, N, d]
+        return self.ln_f(x)  # [B, L, d]

@@ -17,10 +17,22 @@ ARCHITECTURES: dict[str, tuple[str, str, str]] = {
     "sasrec": ("components.models.sasrec", "SASRec", "SASRecConfig"),
     "ebm": ("components.models.ebm", "EBM", "EBMConfig"),
     "end4rec": ("components.models.end4rec", "END4Rec", "END4RecConfig"),
+    "pomrec": ("components.models.pomrec", "PoMRec", "PoMRecConfig"),
 }
 
 
+#: Prefix of a tuned model's architecture name (``tuned-ppr_light``): a pre-trained encoder wrapped by a tuning
+#: method (components.tuning.methods); its config names the method and holds the encoder's own config.
+TUNED_PREFIX = "tuned-"  # no colon: ZenML metadata keys refuse it
+
+
 def model_classes(architecture: str) -> tuple[type[nn.Module], type]:
+    if architecture.startswith(TUNED_PREFIX):
+        from components.tuning.methods import METHODS, TunedRecommender, TuningConfig
+
+        if architecture[len(TUNED_PREFIX):] not in METHODS:
+            raise ValueError(f"unknown tuning method in {architecture!r}; known: {list(METHODS)}")
+        return TunedRecommender, TuningConfig
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown model {architecture!r}; known: {sorted(ARCHITECTURES)}")
     module, model_cls, cfg_cls = ARCHITECTURES[architecture]

@@ -2,21 +2,35 @@
 
 Input: a pandas DataFrame (or a list of dicts) with a column ``items`` (each a list of original item ids, oldest
 first) and optionally ``behaviors`` (a list of behavior names per row; default: the target behavior).
+A prompt-tuned model also reads each user's profile: a column ``profile`` (a dict per row, field -> value) or one
+column per profile field (e.g. ``gender``, ``age``, ``occupation`` on ML-1M); an empty ``items`` list with a
+profile is a zero-shot user.  A tuned model that stores only its prompt modules fetches its frozen base's weights
+from the registry on load (the version its ``model.json`` names, digest checked).
 Params: ``k`` (default 10), ``exclude_seen`` (default True).  Output: a DataFrame with ``items`` (top-k original
 ids, best first), ``scores`` and ``unknown_items`` (ids the model has never seen, skipped).
 """
+
+import json
+from pathlib import Path
 
 import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+from components.serving.base_weights import fetch_base_weights
 from components.serving.recommender import Recommender
+
+
+def _present(value) -> bool:
+    return value is not None and not (isinstance(value, float) and value != value)  # NaN from a ragged frame
 
 
 class SequentialRecommenderModel(PythonModel):
     def load_context(self, context):
         a = context.artifacts
-        self.recommender = Recommender(a["weights"], a["model"], a["items"])
+        meta = json.loads(Path(a["model"]).read_text())
+        base = fetch_base_weights(meta["base"]) if meta.get("base") else None  # a tuned model's frozen base
+        self.recommender = Recommender(a["weights"], a["model"], a["items"], base_weights=base)
 
     def predict(self, context, model_input, params=None):
         params = params or {}
@@ -27,8 +41,15 @@ class SequentialRecommenderModel(PythonModel):
         behaviors = None
         if "behaviors" in frame.columns:
             behaviors = [list(b) if b is not None else [] for b in frame["behaviors"]]
+        profiles = None
+        fields = self.recommender.profile_fields
+        if "profile" in frame.columns:
+            profiles = [dict(p) if isinstance(p, dict) else None for p in frame["profile"]]
+        elif any(f in frame.columns for f in fields):
+            profiles = [{f: row.get(f) for f in fields if f in frame.columns and _present(row.get(f))}
+                        for row in frame.to_dict("records")]
         rows = self.recommender.recommend(histories, behaviors, k=int(params.get("k", 10)),
-                                          exclude_seen=bool(params.get("exclude_seen", True)))
+                                          exclude_seen=bool(params.get("exclude_seen", True)), profiles=profiles)
         return pd.DataFrame(rows)
 
 

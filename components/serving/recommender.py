@@ -15,31 +15,68 @@ import torch
 from safetensors.torch import load_file
 
 from components.models.trained import build_model
+from components.tuning.profiles import encode_requests
+
+
+def weights_digest(state_dict: dict) -> str:
+    """sha256 over a state dict's names and tensor bytes (in name order): identifies a set of weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        t = state_dict[k].detach().cpu().contiguous()
+        h.update(k.encode() + b"\0" + str(t.dtype).encode() + str(tuple(t.shape)).encode() + t.numpy().tobytes())
+    return h.hexdigest()
 
 
 def write_bundle(directory: Path, *, architecture: str, config: dict, state_dict: dict, behavior_names: list[str],
-                 target_behaviors: list[str], item_ids: list[str]) -> dict[str, str]:
-    """Write the files a recommender needs; returns MLflow's ``artifacts`` mapping (name -> path)."""
+                 target_behaviors: list[str], item_ids: list[str], base: dict | None = None) -> dict[str, str]:
+    """Write the files a recommender needs; returns MLflow's ``artifacts`` mapping (name -> path).
+
+    ``base`` (a prompt-tuned model with a frozen base): ``state_dict`` then holds only the tuned modules' tensors
+    and ``base`` names the registered version whose weights are the rest (``name``, ``version``, ``sha256``);
+    the loader fetches them from the registry and checks the digest."""
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, directory / "weights.safetensors")
-    (directory / "model.json").write_text(json.dumps({
-        "architecture": architecture, "config": config, "behavior_names": behavior_names,
-        "target_behaviors": target_behaviors}, indent=1))
+    meta = {"architecture": architecture, "config": config, "behavior_names": behavior_names,
+            "target_behaviors": target_behaviors}
+    if base is not None:
+        meta["base"] = base
+    (directory / "model.json").write_text(json.dumps(meta, indent=1))
     (directory / "items.json").write_text(json.dumps(item_ids))
     return {"weights": str(directory / "weights.safetensors"), "model": str(directory / "model.json"),
             "items": str(directory / "items.json")}
 
 
 class Recommender:
-    def __init__(self, weights: str | Path, model_json: str | Path, items_json: str | Path, device: str = "cpu"):
+    """Top-K from a bundle.  A tuned model (``tuned-<method>``) also reads each user's profile; when its bundle
+    stores only the tuned modules (frozen base), ``base_weights`` is the base version's weights file."""
+
+    def __init__(self, weights: str | Path, model_json: str | Path, items_json: str | Path, device: str = "cpu",
+                 base_weights: str | Path | None = None):
         meta = json.loads(Path(model_json).read_text())
         self.behavior_names: list[str] = meta["behavior_names"]
         self.default_behavior = meta["target_behaviors"][-1]
-        self.max_len = int(meta["config"].get("max_len", 200))
-        self.model = build_model(meta["architecture"], meta["config"])
-        self.model.load_state_dict(load_file(str(weights)))
+        config = meta["config"]
+        self.max_len = int(config.get("max_len", (config.get("base_config") or {}).get("max_len", 200)))
+        self.model = build_model(meta["architecture"], config)
+        state = load_file(str(weights))
+        if meta.get("base"):
+            if base_weights is None:
+                raise ValueError(f"{meta['architecture']} stores only its tuned modules: it needs the weights of base "
+                                 f"{meta['base'].get('name')} v{meta['base'].get('version')} (base_weights=)")
+            base_state = load_file(str(base_weights))
+            digest = weights_digest(base_state)
+            if meta["base"].get("sha256") and digest != meta["base"]["sha256"]:
+                raise ValueError(f"base weights digest {digest[:12]} does not match the one the model was tuned on "
+                                 f"({meta['base']['sha256'][:12]}): wrong base version")
+            state = {**{f"base.{k}": v for k, v in base_state.items()}, **state}
+        self.model.load_state_dict(state)
+        self.profile_fields: list[str] = list(config.get("profile_fields") or []) \
+            if getattr(self.model, "uses_profiles", False) else []
+        self.profile_vocab: list[list[str]] = list(config.get("profile_vocab") or [])
         self.model.to(device).eval()
         self.device = device
         self.item_ids: list[str] = json.loads(Path(items_json).read_text())
@@ -47,9 +84,11 @@ class Recommender:
 
     @torch.no_grad()
     def recommend(self, histories: list[list], behaviors: list[list[str]] | None = None, k: int = 10,
-                  exclude_seen: bool = True) -> list[dict]:
+                  exclude_seen: bool = True, profiles: list[dict | None] | None = None) -> list[dict]:
         """Top-k items per history (oldest first).  Unknown item ids are skipped and reported; an empty history
-        is a zero-shot request and gets the model's answer for no history (for SASRec: popular-ish items)."""
+        is a zero-shot request and gets the model's answer for no history (for SASRec: popular-ish items; for a
+        tuned model: its answer for the user's profile).  ``profiles``: one dict (field -> value) per row, read
+        by tuned models (a missing field or value they never saw counts as unknown)."""
         n = len(histories)
         items = np.zeros((n, self.max_len), np.int64)
         behs = np.zeros((n, self.max_len), np.int64)
@@ -68,7 +107,14 @@ class Recommender:
                 items[r, -len(pairs):] = [c for c, _ in pairs]
                 behs[r, -len(pairs):] = [b for _, b in pairs]
         it = torch.as_tensor(items, device=self.device)
-        scores = self.model.score_all(it, torch.as_tensor(behs, device=self.device)).float()
+        extra = {}
+        if self.profile_fields:
+            if profiles is not None and len(profiles) != n:
+                raise ValueError(f"{n} histories but {len(profiles)} profiles")
+            codes = encode_requests(list(profiles) if profiles is not None else [None] * n, self.profile_fields,
+                                    self.profile_vocab)
+            extra["profiles"] = torch.as_tensor(codes, device=self.device)
+        scores = self.model.score_all(it, torch.as_tensor(behs, device=self.device), **extra).float()
         scores[:, 0] = -torch.inf
         if exclude_seen:
             scores.scatter_(1, it, -torch.inf)

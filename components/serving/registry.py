@@ -28,12 +28,13 @@ from mlflow.types.schema import ParamSchema, ParamSpec
 from components.data.drift import PROFILE_ARTIFACT, PROFILE_TAG
 from components.data.sequences import SequenceDataset
 from components.metrics.report import EvaluationReport, describe_protocol
-from components.models.trained import TrainedModel
+from components.models.trained import TUNED_PREFIX, TrainedModel
 from components.serving import pyfunc_model
-from components.serving.recommender import write_bundle
+from components.serving.recommender import weights_digest, write_bundle
 
 logger = logging.getLogger(__name__)
 CHAMPION = "champion"
+WEIGHTS_TAG = "weights_sha256"
 _COMPONENTS = Path(__file__).resolve().parents[1]
 # MLflow hands predict() only the params a signature declares.  Inputs stay free: item ids may be ints or strings.
 SIGNATURE = ModelSignature(inputs=None, outputs=None, params=ParamSchema([
@@ -50,26 +51,82 @@ def _requirements() -> list[str]:
             f"pandas=={pandas.__version__}", f"safetensors=={safetensors.__version__}", f"mlflow=={mlflow.__version__}"]
 
 
+def model_name(dataset: str, trained: TrainedModel) -> str:
+    """``mbprompt-<dataset>`` for pre-trained encoders, ``mbprompt-<dataset>-<method>`` for tuned models (each
+    tuning method has its own champion: their selection metrics are measured on different users)."""
+    if trained.architecture.startswith(TUNED_PREFIX):
+        return f"mbprompt-{dataset}-{trained.architecture[len(TUNED_PREFIX):]}"
+    return f"mbprompt-{dataset}"
+
+
+def find_version_by_digest(name: str, digest: str) -> str | None:
+    """The registered version of ``name`` whose weights have this digest (tag ``weights_sha256``), if any."""
+    client = MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    for mv in sorted(versions, key=lambda v: int(v.version)):
+        if mv.tags.get(WEIGHTS_TAG) == digest:
+            return str(mv.version)
+    return None
+
+
 def register_recommender(trained: TrainedModel, data: SequenceDataset, report: EvaluationReport, dataset: str, *,
-                         selection_metric: str = "valid_sampled99_ndcg_at_10", data_profile: dict | None = None) -> dict:
+                         selection_metric: str = "valid_sampled99_ndcg_at_10", data_profile: dict | None = None,
+                         base_model: TrainedModel | None = None, base_selection_metric: str | None = None) -> dict:
+    """Register ``trained``.  A tuned model needs ``base_model`` (the pre-trained model it was tuned from): the
+    base is registered first under ``mbprompt-<dataset>`` (or an already registered version with the same
+    weights is reused), and the tuned version records it (tags ``base_model``, ``base_version``).  When the
+    method kept the base frozen, the tuned version stores only its own modules and loads the base's weights from
+    the registry, so ten tuned variants share one copy of the base."""
     if mlflow.active_run() is None:
         raise RuntimeError("register needs an active MLflow run (attach the MLflow experiment tracker to the step)")
-    name = f"mbprompt-{dataset}"
+    name = model_name(dataset, trained)
     model_metrics = report.metrics[trained.architecture]
     if selection_metric not in model_metrics:
         raise KeyError(f"selection metric {selection_metric!r} not in the evaluation; have {sorted(model_metrics)}")
     new_value = float(model_metrics[selection_metric])
+    state, base_ref, extra_tags = trained.state_dict, None, {}
+    if trained.architecture.startswith(TUNED_PREFIX):
+        if base_model is None:
+            raise ValueError(f"registering {trained.architecture} needs the pre-trained base it was tuned from")
+        base_state = {k[len("base."):]: v for k, v in state.items() if k.startswith("base.")}
+        base_digest = weights_digest(base_model.state_dict)
+        base_name = model_name(dataset, base_model)
+        known = (base_model.info or {}).get("registry") or {}  # a base loaded from the registry names its version
+        base_version = str(known["version"]) if known.get("name") == base_name else \
+            find_version_by_digest(base_name, base_digest)
+        if base_version is None:
+            metric = base_selection_metric
+            if metric is None:  # the base is selected on warm users: cold_valid_<m> -> valid_<m>
+                metric = selection_metric.replace("cold_valid_", "valid_", 1)
+            with mlflow.start_run(run_name=f"register-base-{base_model.architecture}", nested=True):
+                base_version = register_recommender(base_model, data, report, dataset, selection_metric=metric,
+                                                    data_profile=data_profile)["version"]
+        base_ref = {"name": base_name, "version": base_version, "sha256": base_digest}
+        extra_tags = {"base_model": base_name, "base_version": base_version}
+        frozen = weights_digest(base_state) == base_digest
+        extra_tags["stores"] = "tuned modules only (frozen base fetched from the registry)" if frozen \
+            else "all weights (the method tuned the base)"
+        if frozen:
+            state = {k: v for k, v in state.items() if not k.startswith("base.")}
+        else:
+            base_ref = None  # the base was tuned: the bundle is self-contained; the tags keep the lineage
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = write_bundle(
-            Path(tmp), architecture=trained.architecture, config=trained.config, state_dict=trained.state_dict,
+            Path(tmp), architecture=trained.architecture, config=trained.config, state_dict=state,
             behavior_names=data.behavior_names, target_behaviors=[data.behavior_names[c - 1] for c in data.target_behaviors],
-            item_ids=[str(x) for x in data.item_ids.tolist()])
+            item_ids=[str(x) for x in data.item_ids.tolist()], base=base_ref)
         info = mlflow.pyfunc.log_model(
             name="recommender", python_model=str(Path(pyfunc_model.__file__)), artifacts=artifacts,
             code_paths=[str(_COMPONENTS)], registered_model_name=name, pip_requirements=_requirements(),
             signature=SIGNATURE)
     version = str(info.registered_model_version)
     client = MlflowClient()
+    client.set_model_version_tag(name, version, WEIGHTS_TAG, weights_digest(trained.state_dict))
+    for k, v in extra_tags.items():
+        client.set_model_version_tag(name, version, k, str(v))
     protocol = selection_metric.split("_")[1]
     tags = {"dataset": dataset, "architecture": trained.architecture, "selection_metric": selection_metric,
             "selection_value": f"{new_value:.6f}", "protocol": f"{protocol}: {describe_protocol(protocol)}"}
@@ -105,5 +162,5 @@ def register_recommender(trained: TrainedModel, data: SequenceDataset, report: E
         client.set_registered_model_alias(name, CHAMPION, version)
     client.set_model_version_tag(name, version, "champion_decision", reason)
     logger.info("registered %s version %s: %s", name, version, reason)
-    return {"name": name, "version": version, "champion": promote, "reason": reason,
+    return {"name": name, "version": version, "champion": promote, "reason": reason, "base": extra_tags or None,
             "model_uri": f"models:/{name}/{version}", "selection_metric": selection_metric, "value": new_value}

@@ -78,3 +78,18 @@ def log_bytes(data: bytes, artifact_file: str) -> None:
             p.write_bytes(data)
             parent = str(Path(artifact_file).parent)
             mlflow.log_artifact(str(p), None if parent == "." else parent)
+
+
+def latest_metrics_where(params: dict[str, str], metric_keys: list[str]) -> dict[str, float] | None:
+    """The named metrics of the most recent finished run, in the active run's experiment, whose params equal
+    ``params`` (e.g. the fine-tuning run on the same data); None without an active run or without such a run."""
+    if not active():
+        return None
+    run = mlflow.active_run()
+    filt = " and ".join(f"params.`{k}` = '{v}'" for k, v in params.items())
+    found = mlflow.search_runs(experiment_ids=[run.info.experiment_id], filter_string=filt,
+                               order_by=["attributes.start_time DESC"], output_format="list", max_results=20)
+    for r in found:
+        if r.info.run_id != run.info.run_id and all(k in r.data.metrics for k in metric_keys):
+            return {k: float(r.data.metrics[k]) for k in metric_keys} | {"run_id": r.info.run_id}
+    return None

@@ -46,7 +46,8 @@ def training_batches(
     batch_size: int,
     rng: np.random.Generator,
     train_on: Literal["target", "all"] = "target",
-) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
+    with_users: bool = False,
+) -> Iterator[tuple[Tensor, ...]]:
     """Shuffled next-item batches over the training prefixes of ``users``.
 
     Each user contributes one row: the last max_len+1 events of offsets[u]:train_end[u]; inputs are all but the
@@ -54,7 +55,8 @@ def training_batches(
     labels [B, L]) and a bool label_mask [B, L], L = max_len.  label_mask is true where both the input and the
     next event are real and (train_on="target") the next event's behavior is a target behavior: inputs always
     carry every behavior, but only target events are predicted, matching what evaluation asks for.
-    Users with fewer than two training events are skipped.
+    Users with fewer than two training events are skipped.  ``with_users`` appends the batch's user ids [B]
+    (models that read user profiles need them).
     """
     if train_on not in ("target", "all"):
         raise ValueError(f"training_batches: train_on must be 'target' or 'all', got {train_on!r}")
@@ -71,8 +73,9 @@ def training_batches(
         mask = (items != 0) & (labels != 0)
         if train_on == "target":
             mask &= np.isin(label_beh, targets)
-        yield (torch.from_numpy(np.ascontiguousarray(items)), torch.from_numpy(np.ascontiguousarray(behaviors)),
-               torch.from_numpy(np.ascontiguousarray(labels)), torch.from_numpy(mask))
+        batch = (torch.from_numpy(np.ascontiguousarray(items)), torch.from_numpy(np.ascontiguousarray(behaviors)),
+                 torch.from_numpy(np.ascontiguousarray(labels)), torch.from_numpy(mask))
+        yield (*batch, torch.from_numpy(u.astype(np.int64))) if with_users else batch
 
 
 @dataclass
@@ -84,6 +87,7 @@ class EvalBatch:
     negatives: Tensor  # long [B, m]
     history_rows: Tensor  # long [H] row in the batch of each history event (all of it, not only the window)
     history_items: Tensor  # long [H] item of each history event; with history_rows: the exclude-mask source
+    users: np.ndarray | None = None  # int64 [B] user of each instance (models that read profiles need it)
 
     def exclude_mask(self, n_items: int, device: torch.device | str = "cpu") -> Tensor:
         """bool [B, n_items + 1]: True at items in each instance's history (the target is NOT cleared here)."""
@@ -131,4 +135,5 @@ def eval_batches(
             negatives=torch.from_numpy(np.ascontiguousarray(ts.negatives[r].astype(np.int64))),
             history_rows=torch.from_numpy(h_rows),
             history_items=torch.from_numpy(data.items[h_idx].astype(np.int64)),
+            users=ts.users[r].astype(np.int64),
         )

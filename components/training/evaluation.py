@@ -89,6 +89,8 @@ def evaluate(
         logger.warning("evaluate: target set has no stored negatives; skipping the sampled protocol")
     do_full = "full" in protocols
 
+    # Models that read user profiles (components.tuning) score with each instance user's profile codes.
+    profile_rows = model.profile_table(data) if getattr(model, "uses_profiles", False) else None
     was_training = bool(getattr(model, "training", False))
     if hasattr(model, "eval"):
         model.eval()
@@ -101,12 +103,15 @@ def evaluate(
             items, behaviors = b.items.to(dev), b.behaviors.to(dev)
             targets = b.targets.to(dev)
             n += len(targets)
+            extra = {}
+            if profile_rows is not None:
+                extra["profiles"] = torch.from_numpy(profile_rows[b.users]).to(dev)
             if do_sampled:
                 cands = torch.cat([targets[:, None], b.negatives.to(dev)], dim=1)  # [B, 1+m]
-                s = model.score_items(items, behaviors, cands).float()  # [B, 1+m]
+                s = model.score_items(items, behaviors, cands, **extra).float()  # [B, 1+m]
                 sampled_ranks.append(ranks_sampled(s[:, 0], s[:, 1:]).cpu())
             if do_full:
-                scores = model.score_all(items, behaviors).float()  # [B, n_items+1]
+                scores = model.score_all(items, behaviors, **extra).float()  # [B, n_items+1]
                 exclude = b.exclude_mask(data.n_items, dev) if exclude_history else None
                 full_ranks.append(ranks_full(scores, targets, exclude).cpu())
                 full_cands.append(n_candidates_full(data.n_items, targets, exclude).cpu())

@@ -198,7 +198,7 @@ def retune_head(model: nn.Module, data: SequenceDataset, train_settings: dict | 
     if data.n_items != model.config.n_items or data.n_behaviors != model.config.n_behaviors:
         raise ValueError(f"data has {data.n_items} items / {data.n_behaviors} behaviors, the model "
                          f"{model.config.n_items} / {model.config.n_behaviors}: align the data to its vocabulary")
-    tcfg = from_dict(TrainConfig, {**(train_settings or {}), "seed": seed}, where="steps.prompt_tune.parameters.training")
+    tcfg = from_dict(TrainConfig, {**(train_settings or {}), "seed": seed}, where="steps.retune_head.parameters.training")
     head = set(head_parameter_names(model))
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if n not in head}
     frozen.update({f"buffer:{n}": b.detach().clone() for n, b in model.named_buffers()})

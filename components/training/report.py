@@ -17,18 +17,25 @@ logger = logging.getLogger(__name__)
 
 
 def evaluation_report(trained: TrainedModel, data: SequenceDataset, dataset: str, *, ks=(5, 10, 20, 50),
-                      batch_size: int = 256, device: str = "cpu", exclude_history: bool = True) -> EvaluationReport:
-    models = {trained.architecture: trained.build(device), "popularity": PopularityModel(data.n_items).fit(data)}
+                      batch_size: int = 256, device: str = "cpu", exclude_history: bool = True,
+                      pretrained: TrainedModel | None = None) -> EvaluationReport:
+    """Metrics of ``trained``, of popularity and, for a tuned model, of the ``pretrained`` model it was tuned from
+    (the "pre-train only" row), on warm (valid, test) and cold (cold_valid: the tuning users' held-out targets;
+    cold_fewshot, cold_zeroshot, cold_joint: the cold test users) target sets."""
+    models = {trained.architecture: trained.build(device)}
+    if pretrained is not None and pretrained.architecture != trained.architecture:
+        models[pretrained.architecture] = pretrained.build(device)
+    models["popularity"] = PopularityModel(data.n_items).fit(data)
     metrics: dict[str, dict[str, float]] = {}
     for name, model in models.items():
         out: dict[str, float] = {}
-        for split in ("valid", "test", "cold_test"):
-            ts = data.targets[split]
-            if len(ts) == 0:
+        for split in ("valid", "test", "cold_valid", "cold_test"):
+            ts = data.targets.get(split)
+            if ts is None or len(ts) == 0:
                 continue
             parts = {split: None}
             if split == "cold_test":
-                parts = {"cold_fewshot": ~ts.zero_shot, "cold_zeroshot": ts.zero_shot}
+                parts = {"cold_fewshot": ~ts.zero_shot, "cold_zeroshot": ts.zero_shot, "cold_joint": None}
             for label, subset in parts.items():
                 if subset is not None and not np.any(subset):
                     continue
@@ -41,7 +48,8 @@ def evaluation_report(trained: TrainedModel, data: SequenceDataset, dataset: str
                     out.get("test_full_ndcg_at_10", float("nan")))
     notes = [f"warm users: leave-one-out (last target event = test, second-to-last = valid); "
              f"cold users ({data.meta.get('cold_mode')}): few-shot = last target event with its history, "
-             f"zero-shot = first target event with no history",
+             f"zero-shot = first target event with no history, joint = both together; cold_valid = the cold "
+             f"tuning users' last target events (what tuning selects its epoch on)",
              f"popularity = count of target-behavior events in warm users' training prefixes"]
     png = figure_png(training_curves(trained.history, title=f"{trained.architecture} on {dataset}")) \
         if trained.history else None

@@ -13,7 +13,9 @@ reproducible and resumable:
 Model interface (SASRec follows it; EBM/END4Rec encoders and prompt tuners can too): ``encode(items, behaviors)``
 -> [B, N, d], ``output_embeddings()`` -> [n_items + 1, d], a ``config`` with ``to_dict()``.  A model that needs a
 different objective (extra regularisers, contrastive terms) defines ``training_loss(items, behaviors, labels,
-label_mask, kind, negatives)`` and the trainer calls that instead of ``next_item_loss``.
+label_mask, kind, negatives)`` and the trainer calls that instead of ``next_item_loss``.  A model with
+``uses_profiles = True`` (the tuned models of ``components.tuning``) also gets ``profiles=`` [B, n_fields], the
+batch users' codes from its ``profile_table(data)``.
 
 Data-parallel training (several processes, ``torch.distributed`` initialised by the caller, e.g. under
 ``torchrun``; see ``components.training.ddp``): each epoch the training users are permuted with a generator
@@ -194,9 +196,11 @@ def next_item_loss(hidden: Tensor, table: Tensor, labels: Tensor, mask: Tensor, 
 
 
 def _model_loss(model: nn.Module, items: Tensor, behaviors: Tensor, labels: Tensor, mask: Tensor, kind: str,
-                negatives: Tensor | None) -> Tensor:
+                negatives: Tensor | None, profiles: Tensor | None = None) -> Tensor:
     custom = getattr(model, "training_loss", None)
     if callable(custom):
+        if profiles is not None:
+            return custom(items, behaviors, labels, mask, kind, negatives, profiles=profiles)
         return custom(items, behaviors, labels, mask, kind, negatives)
     hidden = model.encode(items, behaviors)
     return next_item_loss(hidden, model.output_embeddings(), labels, mask, kind, negatives)
@@ -378,6 +382,8 @@ def train(
     if cfg.max_steps_per_epoch is not None:
         steps = min(steps, cfg.max_steps_per_epoch)
     metric_key = f"{cfg.valid_set}_{cfg.valid_metric}" if cfg.valid_set else None
+    # Models that read user profiles (components.tuning) get each batch user's profile codes.
+    profile_rows = model.profile_table(data) if getattr(model, "uses_profiles", False) else None
     protocol = "full" if cfg.valid_metric.startswith("full_") else "sampled"
 
     for epoch in range(start_epoch, cfg.epochs + 1):
@@ -387,12 +393,16 @@ def train(
         t0 = time.perf_counter()
         loss_sum, n_steps = 0.0, 0
         shard = train_users if world == 1 else epoch_shard(train_users, cfg.seed, epoch, rank, world)
-        batches = training_batches(data, shard, max_len, cfg.batch_size, rng, cfg.train_on)
+        batches = training_batches(data, shard, max_len, cfg.batch_size, rng, cfg.train_on,
+                                   with_users=profile_rows is not None)
         bar = tqdm(batches, total=steps, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
                    disable=None if cfg.progress and rank == 0 else True)
-        for step, (items, behaviors, labels, mask) in enumerate(bar):
+        for step, (items, behaviors, labels, mask, *batch_users) in enumerate(bar):
             if step >= steps:
                 break
+            profiles = None
+            if profile_rows is not None:
+                profiles = torch.from_numpy(profile_rows[batch_users[0].numpy()]).to(device)
             negatives = None
             if cfg.loss != "ce":
                 negatives = torch.from_numpy(sample_negatives(labels.numpy(), data.n_items, rng)).to(device)
@@ -405,7 +415,7 @@ def train(
                 items, behaviors = items.to(device), behaviors.to(device)
                 labels, mask = labels.to(device), mask.to(device)
                 with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
-                    loss = _model_loss(model, items, behaviors, labels, mask, cfg.loss, negatives)
+                    loss = _model_loss(model, items, behaviors, labels, mask, cfg.loss, negatives, profiles)
                 scaler.scale(loss).backward()
             # Every rank joins every step's collective, labelled batch or not (the others would hang), and applies
             # the same averaged gradient, so the weights stay equal on all ranks.

@@ -271,11 +271,11 @@ def test_step_jobs_validate_strictly(submitted, step, k8s_version):
 
 
 # ---- the daily refresh: configs/prompt_refresh.k8s.yaml ----------------------------------------------------------
-DAILY_STEPS = {"fingerprint_input", "ingest", "validate", "clean", "align_vocab", "split", "prompt_tune", "evaluate",
+DAILY_STEPS = {"fingerprint_input", "ingest", "validate", "clean", "align_vocab", "split", "retune_head", "evaluate",
                "register"}
 
 
-def test_zenml_submits_a_daily_cron_job_with_the_gpu_on_prompt_tune_only(submitted_daily):
+def test_zenml_submits_a_daily_cron_job_with_the_gpu_on_retune_head_only(submitted_daily):
     cron = submitted_daily["cron_job"]
     assert cron["kind"] == "CronJob" and cron["spec"]["schedule"] == "0 4 * * *"
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
@@ -287,7 +287,7 @@ def test_zenml_submits_a_daily_cron_job_with_the_gpu_on_prompt_tune_only(submitt
         pod = _step_job(submitted_daily, step)["spec"]["template"]["spec"]
         (container,) = pod["containers"]
         gpu = container["resources"].get("limits", {}).get(GPU)
-        if step == "prompt_tune":
+        if step == "retune_head":
             assert gpu == "1" and pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
             assert {"key": GPU, "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
         else:
@@ -298,4 +298,4 @@ def test_zenml_submits_a_daily_cron_job_with_the_gpu_on_prompt_tune_only(submitt
 @pytest.mark.parametrize("k8s_version", K8S_VERSIONS)
 def test_daily_cron_job_and_gpu_step_job_validate_strictly(submitted_daily, k8s_version):
     _validate(submitted_daily["cron_job"], k8s_version)
-    _validate(_step_job(submitted_daily, "prompt_tune"), k8s_version)
+    _validate(_step_job(submitted_daily, "retune_head"), k8s_version)

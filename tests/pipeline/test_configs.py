@@ -39,7 +39,7 @@ def _pipeline_for(path: Path):
 
 
 def _train_step(cfg: dict) -> str:
-    return "prompt_tune" if "prompt_tune" in (cfg.get("steps") or {}) else "pretrain"
+    return "retune_head" if "retune_head" in (cfg.get("steps") or {}) else "pretrain"
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,9 @@ def pipeline_steps(zenml_env) -> dict:
     for pipe in (training_pipeline, prompt_refresh_pipeline):
         pipe.prepare(dataset="ml1m", raw_path="data/ml-1m")
         out[pipe.name] = {name: inv.step for name, inv in pipe.invocations.items()}
+    # The training pipeline's steps depend on its parameters: tuning adds prompt_tune, a registered base load_base.
+    training_pipeline.prepare(dataset="ml1m", raw_path="data/ml-1m", tuning="cpl", base_model={"name": "m"})
+    out[training_pipeline.name].update({name: inv.step for name, inv in training_pipeline.invocations.items()})
     return out
 
 
@@ -120,17 +123,33 @@ def test_nested_settings_are_accepted_by_their_components(path: Path):
         assert train_cfg.valid_metric.startswith(protocol + "_"), (
             f"{path.name}: training.valid_metric {train_cfg.valid_metric!r} but the split draws "
             f"{split_cfg.n_negatives} negatives")
+    tuning = params.get("tuning", "none")
+    if tuning != "none":
+        from components.tuning.methods import METHODS, TuningConfig
+
+        assert tuning in METHODS, f"{path.name}: tuning {tuning!r} not in {METHODS}"
+        tune = _step_params(cfg, "prompt_tune")
+        settings = dict(tune.get("settings") or {})
+        fields = settings.pop("profile_fields", None) or ["age"]
+        from_dict(TuningConfig, {"method": tuning, "base_architecture": "sasrec", "base_config": {"hidden": 8},
+                                 "n_items": 10, "profile_fields": fields, "profile_vocab": [["x"]] * len(fields),
+                                 **settings}, where="prompt_tune.settings")
+        tune_train = from_dict(TrainConfig, tune.get("training"), where="prompt_tune.training")
+        if tune_train.valid_metric.startswith("sampled"):
+            assert tune_train.valid_metric.startswith(protocol + "_"), path.name
+    # Tuned models are selected on the cold tuning users' held-out targets; pre-trained ones on warm validation.
+    valid_set = "cold_valid" if tuning != "none" else "valid"
     selection = _step_params(cfg, "register").get("selection_metric", "valid_sampled99_ndcg_at_10")
-    assert selection.startswith("valid_"), f"{path.name}: champion selection must use validation, not test"
+    assert selection.startswith(f"{valid_set}_"), f"{path.name}: champion selection must use {valid_set}, not test"
     if "_sampled" in selection:
-        assert selection.startswith(f"valid_{protocol}_"), (
+        assert selection.startswith(f"{valid_set}_{protocol}_"), (
             f"{path.name}: register.selection_metric {selection!r} but the split draws {split_cfg.n_negatives}")
 
 
 def test_kubernetes_config_puts_pretraining_on_a_gpu_node():
     for path in (p for p in CONFIGS if p.name.endswith(".k8s.yaml")):
         cfg = _load(path)
-        pretrain = cfg["steps"][_train_step(cfg)]  # prompt_tune in the daily refresh
+        pretrain = cfg["steps"][_train_step(cfg)]  # retune_head in the daily refresh
         pod = pretrain["settings"]["orchestrator.kubernetes"]["pod_settings"]
         assert pod["resources"]["limits"]["nvidia.com/gpu"] == "1"
         assert pod["node_selectors"] and pod["tolerations"]

@@ -25,7 +25,7 @@ def refresh_config(path: Path, raw_path: Path) -> Path:
     cfg = yaml.safe_load(write_config(path, raw_path).read_text())
     cfg["run_name"] = f"test-refresh-{path.stem}-{{date}}-{{time}}"
     training = cfg["steps"].pop("pretrain")["parameters"]["training"]
-    cfg["steps"]["prompt_tune"] = {"parameters": {"training": {**training, "epochs": 2}}}
+    cfg["steps"]["retune_head"] = {"parameters": {"training": {**training, "epochs": 2}}}
     cfg["steps"]["validate"]["parameters"]["drift"] = {"mode": "fail"}
     cfg["steps"]["validate"]["enable_cache"] = False
     path.write_text(yaml.safe_dump(cfg))

@@ -1,0 +1,126 @@
+"""PoMRec: prompt-based multi-interest learning (reconstruction from the paper's summary and methods.md).
+
+Two learnable prompt tables are prepended to the user's sequence: PF for the multi-interest **extractor**, PG for
+the interest-weight **aggregator** (public code: 4 prompts each).
+
+- Extractor: self-attention soft-clusters the PF-augmented sequence into K interests.  Where the summary gives no
+  formula we use the structured self-attention of ComiRec-SA / Lin et al. 2017, which multi-interest models build
+  on: logits ``A = W2 tanh(W1 s_t)`` [K per token]; interest k's weights are ``softmax_t(A_k)``.  Each interest is
+  the weighted **mean** of the tokens plus ``lam`` times their weighted **standard deviation** (per dimension):
+  centrality plus dispersion, ``lam = 3`` as in the public code.
+- Aggregator: attention pooling over the PG-augmented sequence (``softmax_t(w tanh(W s_t))``) and an MLP give K
+  logits, softmaxed into interest weights; the user vector is the weighted sum of the K interests.
+
+Every position gets a state, so the model trains on every next item of a sequence like the other encoders (one
+pass, no per-prefix recomputation): the attention logits do not depend on the query position, so the causal
+softmax over the prefix ``prompts + s_1..s_t`` is a running sum, and so are the weighted mean and second moment.
+A sequence with no events (a zero-shot user) is summarised by the prompts alone.
+
+:class:`MultiInterest` is the part shared by the standalone model (:class:`PoMRec`, architecture ``pomrec``: over
+the behavior-aware item embeddings) and the prompt-tuning head (``components.tuning.methods``, ``tuning: pomrec``:
+over a frozen pre-trained encoder's hidden states).  The paper trains with BPR: set ``training.loss: bpr``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from components.models.base import ConfigMixin, NextItemEncoder
+
+
+def _prefix_softmax_pool(logits: Tensor, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """Causal attention pooling with position-independent logits.
+
+    logits [B, L, K], x [B, L, d], valid [B, L] -> (mean [B, L, K, d], second moment [B, L, K, d]): for every
+    position t and head k, the softmax over s <= t (valid s only) of logits[:, s, k] weighting x_s and x_s^2."""
+    logits = logits.float().masked_fill(~valid[..., None], float("-inf"))
+    top = logits.amax(dim=1, keepdim=True).clamp(min=-1e4)  # [B, 1, K]; a row with no valid token stays finite
+    w = torch.exp(logits - top)  # [B, L, K], 0 at invalid tokens
+    xf = x.float()
+    den = w.cumsum(dim=1).clamp(min=1e-30)[..., None]  # [B, L, K, 1]
+    mean = (w[..., None] * xf[:, :, None, :]).cumsum(dim=1) / den
+    second = (w[..., None] * (xf * xf)[:, :, None, :]).cumsum(dim=1) / den
+    return mean, second
+
+
+class MultiInterest(nn.Module):
+    """Prompt-augmented multi-interest extractor + aggregator over a sequence of vectors (see module docstring)."""
+
+    def __init__(self, hidden: int, n_interests: int = 3, n_prompts: int = 4, lam: float = 3.0,
+                 attn_hidden: int | None = None):
+        super().__init__()
+        a = attn_hidden or 4 * hidden
+        self.n_prompts, self.lam = n_prompts, lam
+        self.pf = nn.Parameter(torch.randn(n_prompts, hidden) * 0.02)  # extractor prompts
+        self.pg = nn.Parameter(torch.randn(n_prompts, hidden) * 0.02)  # aggregator prompts
+        self.ext_in = nn.Linear(hidden, a)
+        self.ext_out = nn.Linear(a, n_interests, bias=False)
+        self.agg_in = nn.Linear(hidden, a)
+        self.agg_out = nn.Linear(a, 1, bias=False)
+        self.agg_mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_interests))
+
+    def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """x [B, N, d] (left-padded, padding anywhere is ignored), valid [B, N] -> (states [B, N, d]: the user
+        vector after each position, prompt-only state [B, d]: the user vector of an empty history)."""
+        B, N, d = x.shape
+        p = self.n_prompts
+        ones = torch.ones(B, p, dtype=torch.bool, device=x.device)
+        v = torch.cat([ones, valid], dim=1)  # [B, p+N]
+        xf = torch.cat([self.pf.to(x.dtype).expand(B, p, d), x], dim=1)
+        xg = torch.cat([self.pg.to(x.dtype).expand(B, p, d), x], dim=1)
+        mean, second = _prefix_softmax_pool(self.ext_out(torch.tanh(self.ext_in(xf))), xf, v)  # [B, p+N, K, d]
+        std = (second - mean * mean).clamp(min=0).add(1e-8).sqrt()
+        interests = mean + self.lam * std  # [B, p+N, K, d]
+        pooled, _ = _prefix_softmax_pool(self.agg_out(torch.tanh(self.agg_in(xg))), xg, v)  # [B, p+N, 1, d]
+        weights = torch.softmax(self.agg_mlp(pooled[:, :, 0]).float(), dim=-1)  # [B, p+N, K]
+        user = (weights[..., None] * interests).sum(dim=2).to(x.dtype)  # [B, p+N, d]
+        return user[:, p:], user[:, p - 1]
+
+
+@dataclass
+class PoMRecConfig(ConfigMixin):
+    n_items: int
+    n_behaviors: int
+    max_len: int = 50
+    hidden: int = 64
+    n_interests: int = 3
+    n_prompts: int = 4
+    lam: float = 3.0
+    dropout: float = 0.2
+    use_behavior: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.n_items < 1 or self.n_behaviors < 1 or self.max_len < 1:
+            problems.append("n_items, n_behaviors and max_len must be >= 1")
+        if self.n_interests < 1 or self.n_prompts < 1:
+            problems.append(f"n_interests={self.n_interests} and n_prompts={self.n_prompts} must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout={self.dropout} must lie in [0, 1)")
+        if problems:
+            raise ValueError("PoMRecConfig: " + "; ".join(problems))
+
+
+class PoMRec(NextItemEncoder):
+    """Standalone PoMRec: behavior-aware item embeddings -> :class:`MultiInterest`; scores by dot product."""
+
+    def __init__(self, cfg: PoMRecConfig):
+        super().__init__()
+        self.config = cfg
+        self._build_embeddings(cfg.n_items, cfg.n_behaviors, cfg.max_len, cfg.hidden, cfg.dropout, cfg.use_behavior)
+        self.interest = MultiInterest(cfg.hidden, cfg.n_interests, cfg.n_prompts, cfg.lam)
+        self.reset_parameters()
+
+    @property
+    def n_stack_layers(self) -> int:
+        return 1
+
+    def encode(self, items: Tensor, behaviors: Tensor) -> Tensor:
+        x, valid = self.embed(items, behaviors)
+        states, empty = self.interest(x, valid)
+        # A position with no event at or before it (left padding, or a zero-shot row) holds the prompt-only state.
+        return torch.where(valid.cumsum(dim=1)[..., None] > 0, states, empty[:, None, :])

@@ -1,0 +1,129 @@
+"""Tuning as one call: a pre-trained model and the ``tuning:`` settings in, a tuned TrainedModel out.
+
+The tuned model trains on the cold **tuning** users' sequences (``data.cold_tune_users``, everything before each
+one's last target event) and selects its epoch on their last target events (``cold_valid``); the cold **test**
+users are never seen.  Methods with a frozen base (``ppr_light``, ``cpl``, ``pomrec``) are checked after tuning:
+every base tensor must be bit-identical to the pre-trained one, else this raises.
+
+Efficiency figures go into ``info``: total and tuned parameter counts, the tuned share, the tuned parameters
+as a share of what full fine-tuning of the same base on the same data tunes (``tuned_vs_finetune``), and the
+tuning wall time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+import torch
+
+from components.data.sequences import SequenceDataset
+from components.models.trained import TUNED_PREFIX, TrainedModel
+from components.settings import from_dict
+from components.training.evaluation import resolve_device
+from components.training.trainer import TrainConfig, train
+from components.tuning.methods import FROZEN_BASE, METHODS, TunedRecommender, TuningConfig
+from components.tuning.profiles import select_fields
+
+logger = logging.getLogger(__name__)
+
+#: Training defaults for tuning (a config's ``training:`` overrides them): cold users' tuning split, selected on
+#: their validation targets.
+TUNING_TRAIN_DEFAULTS = {"valid_set": "cold_valid", "epochs": 20, "patience": 5}
+
+
+def tuning_config(method: str, base: TrainedModel, data: SequenceDataset, settings: dict | None,
+                  seed: int) -> TuningConfig:
+    """The method's config for ``base`` on ``data`` (profile fields and vocabularies read from the data)."""
+    if method not in METHODS:
+        raise ValueError(f"tuning: unknown method {method!r}; use one of {list(METHODS)} (or none)")
+    if base.architecture.startswith(TUNED_PREFIX):
+        raise ValueError(f"tuning: the base is already tuned ({base.architecture}); tune a pre-trained encoder")
+    settings = dict(settings or {})
+    fields, vocab = select_fields(data, settings.pop("profile_fields", None))
+    return from_dict(TuningConfig, {
+        "method": method, "base_architecture": base.architecture, "base_config": dict(base.config),
+        "n_items": int(base.config["n_items"]), "target_behaviors": list(data.target_behaviors),
+        "profile_fields": fields, "profile_vocab": vocab, "seed": seed, **settings}, where=f"tuning ({method})")
+
+
+def count_parameters(model: TunedRecommender) -> dict:
+    total = sum(p.numel() for p in model.parameters())
+    tuned = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"n_parameters": total, "n_tuned_parameters": tuned, "tuned_share": tuned / max(total, 1)}
+
+
+def tune_model(base: TrainedModel, data: SequenceDataset, method: str, settings: dict | None,
+               train_settings: dict | None, *, seed: int,
+               on_epoch_end: Callable[[int, dict], None] | None = None) -> TrainedModel:
+    if data.n_items != int(base.config["n_items"]):
+        raise ValueError(f"tuning: data has {data.n_items} items, the pre-trained model {base.config['n_items']}")
+    cfg = tuning_config(method, base, data, settings, seed)
+    tcfg = from_dict(TrainConfig, {**TUNING_TRAIN_DEFAULTS, **(train_settings or {}), "seed": seed},
+                     where="steps.prompt_tune.parameters.training")
+    model = TunedRecommender(cfg)
+    model.base.load_state_dict(base.state_dict)
+    frozen = {}
+    if method in FROZEN_BASE:
+        frozen = {k: v.detach().clone() for k, v in model.base.state_dict().items()}
+    counts = count_parameters(model)
+    finetune_counts = count_parameters(TunedRecommender(TuningConfig(**{**cfg.to_dict(), "method": "finetune"})))
+    logger.info("tuning %s over %s: %s of %s parameters tuned (%.2f%%) on %d cold tuning users", method,
+                base.architecture, f"{counts['n_tuned_parameters']:,}", f"{counts['n_parameters']:,}",
+                100 * counts["tuned_share"], len(data.cold_tune_users))
+    if len(data.cold_tune_users) == 0:
+        raise ValueError("tuning: the split has no cold tuning users (split.cold_mode / cold_threshold)")
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    result = train(model, data, tcfg, users=data.cold_tune_users, on_epoch_end=on_epoch_end)
+    seconds = time.perf_counter() - start
+    model.cpu()
+    if frozen:
+        now = model.base.state_dict()
+        changed = [k for k, v in frozen.items() if not torch.equal(v, now[k].cpu())]
+        if changed:
+            raise RuntimeError(f"tuning {method}: frozen base tensors changed: {changed[:10]}")
+    state = {k: v.detach().cpu().clone() for k, v in result.best_state.items()}
+    info = {**counts, "n_finetune_parameters": finetune_counts["n_tuned_parameters"],
+            "tuned_vs_finetune": counts["n_tuned_parameters"] / max(finetune_counts["n_tuned_parameters"], 1),
+            "wall_seconds": seconds, "seconds_per_epoch": seconds / max(len(result.history), 1),
+            "device": str(resolve_device(tcfg.device)), "stopped_early": result.stopped_early,
+            "method": method, "base_architecture": base.architecture, "base_frozen_verified": bool(frozen),
+            "tuned_parameter_names": model.tuned_parameter_names() if method in FROZEN_BASE else ["(all)"],
+            "base_info": {k: v for k, v in (base.info or {}).items() if k in ("registry", "n_parameters")}}
+    return TrainedModel(
+        architecture=f"{TUNED_PREFIX}{method}", config=cfg.to_dict(), state_dict=state,
+        train_config=tcfg.to_dict(), history=result.history, best_epoch=result.best_epoch,
+        best_metric={"name": f"{tcfg.valid_set}_{tcfg.valid_metric}", "value": result.best_metric}, info=info)
+
+
+def data_digest(data: SequenceDataset) -> str:
+    """Content digest of the split (events, users' roles, targets): "the same data" for efficiency ratios."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in (data.offsets, data.items, data.behaviors, data.train_end, data.cold_tune_users, data.cold_test_users,
+              data.profiles):
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def base_from_registry(name: str, version: str | None, data: SequenceDataset) -> TrainedModel:
+    """A registered pre-trained version (``version`` None: the champion) as the base to tune, checked against the
+    data's item and behavior vocabularies (the model scores its own contiguous ids)."""
+    from components.training.refresh import load_champion_base
+
+    base = load_champion_base(name, version=None if version is None else str(version))
+    if base.architecture.startswith(TUNED_PREFIX):
+        raise ValueError(f"{name} v{base.version} is a tuned model ({base.architecture}); name a pre-trained version")
+    data_items = [str(x) for x in data.item_ids.tolist()]
+    if base.item_ids != data_items:
+        raise ValueError(f"{name} v{base.version} was trained on another item vocabulary ({len(base.item_ids) - 1} "
+                         f"items) than this run's data ({data.n_items}); tune on the data it was trained on, or "
+                         "re-run the training pipeline")
+    if list(base.behavior_names) != list(data.behavior_names):
+        raise ValueError(f"{name} v{base.version} knows behaviors {base.behavior_names}, the data "
+                         f"{data.behavior_names}")
+    return TrainedModel(architecture=base.architecture, config=dict(base.config), state_dict=base.state_dict,
+                        info={"registry": {"name": name, "version": base.version, "run_id": base.run_id}})
