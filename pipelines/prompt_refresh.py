@@ -2,10 +2,12 @@
 
 Re-uses the champion's pre-trained base instead of pre-training: ``align_vocab`` maps the fresh data onto the
 champion's item vocabulary (unknown items dropped), ``retune_head`` re-tunes the champion on it, and the same
-evaluate and register steps follow (the new version gets the tag ``base_version``).  Interim: prompt tuning
-(issue 4) has not landed, so ``retune_head`` re-tunes a small head of the champion's SASRec/EBM (last block and
-final LayerNorm; components/training/refresh.py).  Fails in ``align_vocab`` when there is no champion yet: run
-``pipelines.training.training_pipeline`` first.
+evaluate and register steps follow (the new version gets the tag ``base_version``).  By default (``tuning: none``)
+``retune_head`` re-tunes a small head of the champion's SASRec/EBM on the fresh warm users (last block and final
+LayerNorm; components/training/refresh.py).  With ``tuning: cpl`` (or another method of components/tuning), the
+champion is the frozen base of that method instead, tuned on the fresh data's cold users and registered as
+``mbprompt-<dataset>-<method>`` naming the champion version as its base.  Fails in ``align_vocab`` when there is no
+champion yet: run ``pipelines.training.training_pipeline`` first.
 
     zenml pipeline run pipelines.prompt_refresh.prompt_refresh_pipeline -c configs/prompt_refresh.quickstart.yaml
 """
@@ -15,11 +17,13 @@ from typing import Optional
 from zenml import pipeline
 from zenml.enums import ExecutionMode
 
-from steps import align_vocab, clean, evaluate, fingerprint_input, ingest, retune_head, register, split, validate
+from steps import (align_vocab, clean, evaluate, fingerprint_input, ingest, load_base, prompt_tune, register,
+                   retune_head, split, validate)
 
 
 @pipeline(enable_cache=True, execution_mode=ExecutionMode.FAIL_FAST)
-def prompt_refresh_pipeline(dataset: str, raw_path: str, seed: int = 42, mapping: Optional[dict] = None) -> None:
+def prompt_refresh_pipeline(dataset: str, raw_path: str, seed: int = 42, mapping: Optional[dict] = None,
+                            tuning: str = "none") -> None:
     # ---- data ------------------------------------------------------------------------------------------------
     input_fingerprint = fingerprint_input(raw_path)
     interactions, profiles, _ = ingest(dataset=dataset, raw_path=raw_path, input_fingerprint=input_fingerprint,
@@ -29,7 +33,12 @@ def prompt_refresh_pipeline(dataset: str, raw_path: str, seed: int = 42, mapping
     aligned, champion_base = align_vocab(cleaned, dataset=dataset)
     sequences = split(aligned, profiles, seed=seed)
     # ---- model: the champion's base, re-tuned ---------------------------------------------------------------
-    model = retune_head(sequences, champion_base, seed=seed)
-    evaluation = evaluate(model, sequences, dataset=dataset)
+    base = None
+    if tuning == "none":
+        model = retune_head(sequences, champion_base, seed=seed)
+    else:  # a prompt-tuning method on the fresh cold users, from the champion's frozen (or tuned) base
+        base = load_base(sequences, base=champion_base)
+        model = prompt_tune(base, sequences, seed=seed, tuning=tuning)
+    evaluation = evaluate(model, sequences, dataset=dataset, base_model=base)
     # ---- deployment ------------------------------------------------------------------------------------------
-    register(model, sequences, evaluation, dataset=dataset, data_profile=data_profile)
+    register(model, sequences, evaluation, dataset=dataset, data_profile=data_profile, base_model=base)

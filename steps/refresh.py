@@ -1,7 +1,8 @@
 """The daily refresh's steps: align fresh data to the champion's vocabulary, then re-tune the champion's head.
 
-Interim: prompt tuning (issue 4) has not landed, so ``retune_head`` re-tunes a small head of the champion's
-pre-trained SASRec/EBM (last block + final LayerNorm, everything else frozen; components/training/refresh.py)."""
+``retune_head`` (the refresh's default, ``tuning: none``) re-tunes a small head of the champion's pre-trained
+SASRec/EBM (last block + final LayerNorm, everything else frozen; components/training/refresh.py); with a prompt
+tuning method the refresh uses ``load_base`` and ``prompt_tune`` (steps/prompt_tune.py) instead."""
 
 import uuid
 from typing import Annotated, Optional

@@ -1,8 +1,7 @@
 """The daily refresh: re-tune a small head of the champion's pre-trained encoder on fresh data.
 
-Interim stand-in for prompt tuning.  The prompt-tuning issue (issue 4) has not landed yet, so the daily pipeline
-(``pipelines/prompt_refresh.py``) cannot re-run prompt tuning on the champion's frozen base.  Until it does, this
-module does the nearest cheap thing: it loads the champion's trained encoder (SASRec or EBM; END4Rec builds on
+The daily pipeline's default (``tuning: none``; with a prompt-tuning method it runs components/tuning on the
+champion's frozen base instead).  This module does the cheapest useful re-tune: it loads the champion's trained encoder (SASRec or EBM; END4Rec builds on
 EBM) from the MLflow registry, **freezes every parameter except a small "head"** and trains only that head, with
 the same trainer as pre-training, on the fresh data's warm users for a few epochs.
 
@@ -243,7 +242,7 @@ def refresh_model(base: ChampionBase, data: SequenceDataset, train_settings: dic
         info={"n_parameters": report["n_parameters"], "n_trainable_parameters": report["n_head_parameters"],
               "head_parameters": report["head_parameters"], "wall_seconds": report["wall_seconds"],
               "device": report["device"], "stopped_early": report["stopped_early"],
-              "refresh": "head re-tune (interim until prompt tuning, issue 4)",
+              "refresh": "head re-tune",
               "base": base.describe(),
               "registry_tags": {BASE_VERSION_TAG: base.version, "refresh": "head-retune",
                                 "head": ",".join(report["head_modules"])}},

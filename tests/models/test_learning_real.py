@@ -33,6 +33,8 @@ ENCODERS = {
     "ebm": dict(max_len=50, hidden=32, chunks=4),
     # Guided training in four stages (3 + 1 + 1 + 2 epochs; the trainer's epoch count applies to non-staged models).
     "end4rec": dict(max_len=50, hidden=32, chunks=4, stage_epochs=[3, 1, 1, 2]),
+    # PoMRec as a model of its own (it is also a tuning head: tests/tuning).
+    "pomrec": dict(max_len=50, hidden=32, n_interests=3, n_prompts=4),
 }
 
 

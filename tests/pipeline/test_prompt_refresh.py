@@ -1,7 +1,7 @@
 """The daily refresh on the real Taobao head: a champion from the training pipeline (cached when
 tests/pipeline/test_training_pipeline.py ran first), then prompt_refresh_pipeline on the head with every 40th
-row moved to an item the champion never saw.  Interim: prompt tuning (issue 4) has not landed, so the refresh
-re-tunes the champion's head (last block + final LayerNorm) only."""
+row moved to an item the champion never saw.  By default the refresh re-tunes the champion's head (last block +
+final LayerNorm) only; with ``tuning: cpl`` it prompt-tunes the champion's frozen base on the fresh cold users."""
 
 from __future__ import annotations
 
@@ -106,3 +106,24 @@ def test_refreshed_model_recommends(refreshed, zenml_env, taobao_head):
     out = model.predict(pd.DataFrame({"items": [history, ["never-seen"]]}), params={"k": 5})
     assert all(len(recs) == 5 and len(set(recs)) == 5 for recs in out["items"])
     assert not set(out["items"][0]) & set(history)
+
+
+def test_refresh_can_prompt_tune_the_champion_base(refreshed, zenml_env, fresh_data, tmp_path):
+    """tuning: cpl (the Taobao head has no profiles: CPL reads the behavior sequence) on the champion's base."""
+    uri = zenml_env["tracking_uri"]
+    champion = MlflowClient(uri).get_model_version_by_alias(MODEL, "champion")  # the refresh above may have moved it
+    cfg = yaml.safe_load(refresh_config(tmp_path / "cpl.yaml", fresh_data).read_text())
+    cfg["run_name"] = "test-refresh-cpl-{date}-{time}"
+    cfg["parameters"]["tuning"] = "cpl"
+    training = cfg["steps"].pop("retune_head")["parameters"]["training"]
+    cfg["steps"]["prompt_tune"] = {"parameters": {"training": {**training, "valid_metric": "sampled99_ndcg_at_10"}}}
+    cfg["steps"]["register"] = {"parameters": {"selection_metric": "cold_valid_sampled99_ndcg_at_10"}}
+    (tmp_path / "cpl.yaml").write_text(yaml.safe_dump(cfg))
+    before = n_versions(uri)
+    run = run_refresh(tmp_path / "cpl.yaml")
+    assert run.status == ExecutionStatus.COMPLETED and "retune_head" not in run.steps
+    assert n_versions(uri) == before  # the champion was re-used as the base, not registered again
+    result = run.steps["register"].outputs["registration"][0].load()
+    mv = MlflowClient(uri).get_model_version(result["name"], result["version"])
+    assert result["name"] == f"{MODEL}-cpl" and mv.tags["base_version"] == str(champion.version)
+    assert mv.tags["stores"].startswith("tuned modules only")

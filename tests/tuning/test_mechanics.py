@@ -114,6 +114,22 @@ def test_cpl_tunes_without_profiles_from_the_behavior_sequence(taobao):
     assert not torch.allclose(prompts[0][0], prompts[0][1])
 
 
+@pytest.mark.parametrize("architecture", ["ebm", "end4rec"])
+def test_cpl_prompts_a_frozen_ebm_or_end4rec(taobao, architecture):
+    """DPCPL's setting: the prompts go into the EBM stack (after END4Rec's denoising), the base stays frozen."""
+    from components.models.trained import build_model
+
+    data, _ = taobao
+    cfg = {"n_items": data.n_items, "n_behaviors": data.n_behaviors, "max_len": 30, "hidden": 16, "n_layers": 2,
+           "chunks": 4, "seed": 0}
+    base = TrainedModel(architecture, cfg, {k: v.clone() for k, v in build_model(architecture, cfg).state_dict().items()})
+    tuned = tune_model(base, data, "cpl", {}, {"epochs": 2, "batch_size": 16, "lr": 5e-3, "progress": False,
+                                               "valid_protocols": ["sampled"]}, seed=0)
+    assert tuned.info["base_frozen_verified"] and len(tuned.history) == 2
+    assert any(n.startswith("gates.1") for n in tuned.info["tuned_parameter_names"])  # one gate per layer
+    assert all(torch.equal(tuned.state_dict[f"base.{k}"], v) for k, v in base.state_dict.items())
+
+
 def test_tuning_config_refuses_unknown_settings(taobao):
     data, base = taobao
     with pytest.raises(ValueError, match="prompt_lenght"):
