@@ -78,14 +78,25 @@ def main() -> None:
     p.add_argument("--epochs", type=int, help="epoch budget for every row (guided stages scaled to it)")
     p.add_argument("--batch-size", type=int, help="batch size for every row (small slices: more steps an epoch)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--from-json", nargs="+", metavar="FILE",
+                   help="only print the table of runs saved earlier (the JSON lines a --json run printed; runs of "
+                        "one config/seed split over several invocations can be put together this way)")
     a = p.parse_args()
     configs = a.configs.split(",")
     rows = []
-    for seed in (int(s) for s in a.seeds.split(",")):  # seed-major: a cut-short run still covers every config
-        for c in configs:
-            rows.append(run_config(c.removesuffix("+joint"), seed, a.raw_path, joint=c.endswith("+joint"),
-                                   epochs=a.epochs, batch_size=a.batch_size))
-            print(json.dumps(rows[-1]), flush=True)  # noqa: T201 - progress, one line a run
+    if a.from_json:
+        for path in a.from_json:
+            for line in open(path):
+                if line.startswith('{"config"'):
+                    rows.append(json.loads(line))
+        seeds = sorted({r["seed"] for r in rows})
+        a.seeds = ",".join(str(s) for s in seeds)
+    else:
+        for seed in (int(s) for s in a.seeds.split(",")):  # seed-major: a cut-short run still covers every config
+            for c in configs:
+                rows.append(run_config(c.removesuffix("+joint"), seed, a.raw_path, joint=c.endswith("+joint"),
+                                       epochs=a.epochs, batch_size=a.batch_size))
+                print(json.dumps(rows[-1]), flush=True)  # noqa: T201 - progress, one line a run
 
     metric_keys = [k for k in rows[0] if k.startswith(("model_test_", "popularity_test_"))]
     budget = (f", every row {a.epochs} epochs" if a.epochs else "") + (f", batch {a.batch_size}" if a.batch_size else "")

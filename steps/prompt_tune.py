@@ -44,8 +44,8 @@ def prompt_tune(
     efficiency = {k: info[k] for k in ("n_parameters", "n_tuned_parameters", "tuned_share", "n_finetune_parameters",
                                        "tuned_vs_finetune")}
     efficiency.update(tune_seconds=info["wall_seconds"], tune_seconds_per_epoch=info["seconds_per_epoch"])
-    # Time against the most recent fine-tuning run of the same base on the same data (per epoch: early stopping
-    # makes epoch counts differ).
+    # Time against the most recent fine-tuning run of the same base on the same data: training time of the median
+    # epoch, validation excluded (early stopping makes epoch counts differ; an epoch's work does not).
     reference = None if tuning == "finetune" else mlflow_log.latest_metrics_where(
         {"tuning": "finetune", "data_digest": digest, "base_architecture": pretrained_model.architecture},
         ["tune_seconds_per_epoch"])

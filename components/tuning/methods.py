@@ -221,7 +221,10 @@ class TunedRecommender(nn.Module):
             prompts = layer_prompts[0]
             h, empty = prompted_states(self.base, items, behaviors, prompts, layer_prompts, event_mask=event_mask)
         else:  # pomrec
-            h, empty = self.head(self.base.encode(items, behaviors), items != 0)
+            # Nothing upstream of the head tunes when the base is frozen: no graph through the encoder.
+            with torch.set_grad_enabled(torch.is_grad_enabled() and m not in FROZEN_BASE):
+                states = self.base.encode(items, behaviors)
+            h, empty = self.head(states, items != 0)
         return h, empty, side, prompts
 
     def encode(self, items: Tensor, behaviors: Tensor, profiles: Tensor | None = None) -> Tensor:

@@ -13,6 +13,7 @@ tuning wall time.
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from typing import Callable
 
@@ -87,7 +88,10 @@ def tune_model(base: TrainedModel, data: SequenceDataset, method: str, settings:
     state = {k: v.detach().cpu().clone() for k, v in result.best_state.items()}
     info = {**counts, "n_finetune_parameters": finetune_counts["n_tuned_parameters"],
             "tuned_vs_finetune": counts["n_tuned_parameters"] / max(finetune_counts["n_tuned_parameters"], 1),
-            "wall_seconds": seconds, "seconds_per_epoch": seconds / max(len(result.history), 1),
+            "wall_seconds": seconds,
+            # Training time of the median epoch (validation excluded): every epoch of a method does the same work,
+            # so this compares methods at the same epochs budget whatever early stopping did.
+            "seconds_per_epoch": statistics.median(h["seconds"] for h in result.history) if result.history else 0.0,
             "device": str(resolve_device(tcfg.device)), "stopped_early": result.stopped_early,
             "method": method, "base_architecture": base.architecture, "base_frozen_verified": bool(frozen),
             "tuned_parameter_names": model.tuned_parameter_names() if method in FROZEN_BASE else ["(all)"],
