@@ -114,7 +114,14 @@ class HardNoiseEliminator(nn.Module):
 
     def keep_logits(self, x: Tensor, context: Tensor, behaviors: Tensor, targets: Tensor, valid: Tensor) -> Tensor:
         """x [B, N, d] embedded events, context [B, N, d] states (state after event t at t), targets [B, N, d] the
-        events' rows of the output table, valid [B, N] -> [B, N] keep logits."""
+        events' rows of the output table, valid [B, N] -> [B, N] keep logits.
+
+        The eliminator reads the recommender's embeddings and states but does not train them: its inputs are
+        detached.  Its straight-through Gumbel gradient is a noisy signal, and letting it into the shared encoder
+        and item table stalled joint training on ML-1M at the random level (3 epochs, max length 50: valid
+        sampled100 NDCG@10 0.071 -> 0.079 with it, 0.256 -> 0.411 detached, 0.259 -> 0.449 without an
+        eliminator).  Guided training's stage 2 freezes the encoder anyway."""
+        x, context, targets = x.detach(), context.detach(), targets.detach()
         before = torch.cat([torch.zeros_like(context[:, :1]), context[:, :-1]], dim=1)  # state before event t
         feats = torch.cat([x, before, x * before], dim=-1)
         logits = self.score(feats).squeeze(-1) - self.pref[behaviors.long()]

@@ -162,5 +162,5 @@ def register_recommender(trained: TrainedModel, data: SequenceDataset, report: E
         client.set_registered_model_alias(name, CHAMPION, version)
     client.set_model_version_tag(name, version, "champion_decision", reason)
     logger.info("registered %s version %s: %s", name, version, reason)
-    return {"name": name, "version": version, "champion": promote, "reason": reason, "base": extra_tags or None,
+    return {"name": name, "version": version, "champion": promote, "reason": reason, **({"base": extra_tags} if extra_tags else {}),
             "model_uri": f"models:/{name}/{version}", "selection_metric": selection_metric, "value": new_value}
