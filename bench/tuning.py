@@ -36,10 +36,11 @@ def _cold_metrics(model, data) -> dict:
     import numpy as np
 
     from components.training import evaluate
+    from components.training.report import cold_test_groups
 
     ts = data.targets["cold_test"]
     out = {}
-    for label, subset in (("cold_fewshot", ~ts.zero_shot), ("cold_zeroshot", ts.zero_shot), ("cold_joint", None)):
+    for label, subset in cold_test_groups(ts).items():
         if subset is not None and not np.any(subset):
             continue
         r = evaluate(model, data, "cold_test", ks=KS, protocols=("sampled", "full"), subset=subset)

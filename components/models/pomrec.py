@@ -128,6 +128,6 @@ class PoMRec(NextItemEncoder):
 
     def encode(self, items: Tensor, behaviors: Tensor) -> Tensor:
         x, valid = self.embed(items, behaviors)
-        states, empty = self.interest(x, valid)
-        # A position with no event at or before it (left padding, or a zero-shot row) holds the prompt-only state.
-        return torch.where(valid.cumsum(dim=1)[..., None] > 0, states, empty[:, None, :])
+        # Padding adds nothing to the running sums, so a position with no event at or before it (left padding, or
+        # a zero-shot row) already holds the prompt-only state.
+        return self.interest(x, valid)[0]

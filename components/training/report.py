@@ -16,6 +16,12 @@ from components.training.evaluation import evaluate
 logger = logging.getLogger(__name__)
 
 
+def cold_test_groups(ts) -> dict[str, np.ndarray | None]:
+    """The cold test users' groups as evaluate() subsets of the ``cold_test`` target set: few-shot instances,
+    zero-shot instances, and both together (None: every instance)."""
+    return {"cold_fewshot": ~ts.zero_shot, "cold_zeroshot": ts.zero_shot, "cold_joint": None}
+
+
 def evaluation_report(trained: TrainedModel, data: SequenceDataset, dataset: str, *, ks=(5, 10, 20, 50),
                       batch_size: int = 256, device: str = "cpu", exclude_history: bool = True,
                       pretrained: TrainedModel | None = None) -> EvaluationReport:
@@ -33,9 +39,7 @@ def evaluation_report(trained: TrainedModel, data: SequenceDataset, dataset: str
             ts = data.targets.get(split)
             if ts is None or len(ts) == 0:
                 continue
-            parts = {split: None}
-            if split == "cold_test":
-                parts = {"cold_fewshot": ~ts.zero_shot, "cold_zeroshot": ts.zero_shot, "cold_joint": None}
+            parts = cold_test_groups(ts) if split == "cold_test" else {split: None}
             for label, subset in parts.items():
                 if subset is not None and not np.any(subset):
                     continue

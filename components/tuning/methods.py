@@ -227,25 +227,20 @@ class TunedRecommender(nn.Module):
             h, empty = self.head(states, items != 0)
         return h, empty, side, prompts
 
-    def encode(self, items: Tensor, behaviors: Tensor, profiles: Tensor | None = None) -> Tensor:
-        """[B, N] histories (+ profiles [B, n_fields]) -> user states after every event [B, N, d]."""
-        h, empty, side, _ = self._states(items, behaviors, profiles)
-        return h + side[:, None, :] if side is not None else h
-
     def user_state(self, items: Tensor, behaviors: Tensor, profiles: Tensor | None = None) -> Tensor:
-        h, empty, side, _ = self._states(*self._trim(items, behaviors), profiles)
+        start = self._first_used_column(items)
+        h, empty, side, _ = self._states(items[:, start:], behaviors[:, start:], profiles)
         has_history = (items != 0).any(dim=1)[:, None]
         state = torch.where(has_history, h[:, -1], empty)
         return state + side if side is not None else state
 
     @staticmethod
-    def _trim(items: Tensor, behaviors: Tensor) -> tuple[Tensor, Tensor]:
-        """Drop leading columns that are padding in every row (cold users' windows are mostly padding)."""
+    def _first_used_column(items: Tensor) -> int:
+        """First column that is not padding in every row (the last one if all are): the columns before it can be
+        dropped with identical results, since positions count from each row's first event.  Cold users' windows
+        are mostly padding."""
         used = (items != 0).any(dim=0)
-        if not used.any():
-            return items[:, -1:], behaviors[:, -1:]
-        start = int(used.nonzero()[0])
-        return items[:, start:], behaviors[:, start:]
+        return int(used.nonzero()[0]) if used.any() else items.shape[1] - 1
 
     def score_all(self, items: Tensor, behaviors: Tensor, profiles: Tensor | None = None) -> Tensor:
         scores = self.user_state(items, behaviors, profiles) @ self.output_embeddings().T
@@ -263,9 +258,7 @@ class TunedRecommender(nn.Module):
         from components.training.trainer import next_item_loss
 
         cfg = self.config
-        # Trim all-padding columns (identical results: positions count from the first event), keep them aligned.
-        used = ((items != 0) | mask).any(dim=0)
-        start = int(used.nonzero()[0]) if used.any() else items.shape[1] - 1
+        start = self._first_used_column(items)  # labelled positions always hold an event
         items, behaviors, labels, mask = items[:, start:], behaviors[:, start:], labels[:, start:], mask[:, start:]
         if negatives is not None:
             negatives = negatives[:, start:]
