@@ -31,7 +31,8 @@ SPLIT = dict(target_behaviors=None, cold_threshold=10, cold_mode="natural", n_ne
 def noisy_taobao(path: str, rate: float, seed: int):
     raw = read_dataset("taobao", path)
     table, keys = inject_misclicks(raw.interactions, rate, seed=seed)
-    data = build_sequences(clean_interactions(table, CleanConfig(**CLEAN)), None, SplitConfig(**SPLIT, seed=seed))
+    data = build_sequences(clean_interactions(table, CleanConfig(**CLEAN)), None, SplitConfig(**SPLIT, seed=seed),
+                           dataset="taobao")
     return data, injected_mask(data, keys)
 
 

@@ -31,7 +31,8 @@ def load_ml1m(path: str, seed: int = 42):
 
     raw = read_dataset("ml1m", path)
     cleaned = clean_interactions(raw.interactions, CleanConfig(min_user_events=5, min_item_events=5))
-    return build_sequences(cleaned, raw.profiles, SplitConfig(cold_mode="natural", n_negatives=100, seed=seed))
+    return build_sequences(cleaned, raw.profiles, SplitConfig(cold_mode="natural", n_negatives=100, seed=seed),
+                           dataset="ml1m")
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ def prompt_refresh_pipeline(dataset: str, raw_path: str, seed: int = 42, mapping
     report, data_profile = validate(interactions, profiles, dataset=dataset, raw_path=raw_path, mapping=mapping)
     cleaned = clean(interactions, after=report)
     aligned, champion_base = align_vocab(cleaned, dataset=dataset)
-    sequences = split(aligned, profiles, seed=seed)
+    sequences = split(aligned, profiles, seed=seed, dataset=dataset)
     # ---- model: the champion's base, re-tuned ---------------------------------------------------------------
     base = None
     if tuning == "none":

@@ -24,7 +24,7 @@ def training_pipeline(dataset: str, raw_path: str, seed: int = 42, mapping: Opti
     # gates the run on how far the data moved from the champion's training data.
     report, data_profile = validate(interactions, profiles, dataset=dataset, raw_path=raw_path, mapping=mapping)
     cleaned = clean(interactions, after=report)
-    sequences = split(cleaned, profiles, seed=seed)
+    sequences = split(cleaned, profiles, seed=seed, dataset=dataset)
     # ---- model -----------------------------------------------------------------------------------------------
     # Pre-train on warm users, or start from a registered pre-trained version (`base_model: {name, version}`).
     pretrained = pretrain(sequences, seed=seed) if base_model is None else load_base(sequences, base=base_model)

@@ -6,10 +6,10 @@ from zenml import log_metadata, step
 import components.data.clean as cleaning
 from components.settings import from_dict
 from components.tracking import mlflow_log
-from steps._common import TRACKER, cache_on
+from steps._common import TRACKER, cache_on_code
 
 
-@step(experiment_tracker=TRACKER, cache_policy=cache_on(cleaning))
+@step(experiment_tracker=TRACKER, cache_policy=cache_on_code(__name__))
 def clean(interactions: pa.Table, rules: Optional[dict] = None) -> Annotated[cleaning.CleanResult, "clean_interactions"]:
     """Drop duplicates and out-of-window rows, apply the k-core filter, remap ids, sort by time."""
     cfg = from_dict(cleaning.CleanConfig, rules, where="steps.clean.parameters.rules")

@@ -2,16 +2,15 @@ from typing import Annotated, Optional
 
 from zenml import step
 
-import components.training.evaluation as evaluation
 import components.training.report as reporting
 from components.data.sequences import SequenceDataset
 from components.metrics.report import EvaluationReport
 from components.models.trained import TrainedModel
 from components.tracking import mlflow_log
-from steps._common import TRACKER, cache_on
+from steps._common import TRACKER, cache_on_code
 
 
-@step(experiment_tracker=TRACKER, cache_policy=cache_on(reporting, evaluation))
+@step(experiment_tracker=TRACKER, cache_policy=cache_on_code(__name__))
 def evaluate(
     model: TrainedModel,
     sequences: SequenceDataset,

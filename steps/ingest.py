@@ -5,10 +5,10 @@ from zenml import log_metadata, step
 
 import components.data.readers as readers
 from components.tracking import mlflow_log
-from steps._common import TRACKER, cache_on
+from steps._common import TRACKER, cache_on_code
 
 
-@step(experiment_tracker=TRACKER, cache_policy=cache_on(readers))
+@step(experiment_tracker=TRACKER, cache_policy=cache_on_code(__name__))
 def ingest(
     dataset: str,
     raw_path: str,

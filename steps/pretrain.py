@@ -3,17 +3,14 @@ from typing import Annotated, Optional
 from zenml import get_step_context, step
 from zenml.client import Client
 
-import components.models.sasrec as sasrec
-import components.training.batches as batches
 import components.training.pretrain as pretraining
-import components.training.trainer as trainer
 from components.data.sequences import SequenceDataset
 from components.models.trained import TrainedModel
 from components.tracking import mlflow_log
-from steps._common import TRACKER, cache_on
+from steps._common import TRACKER, cache_on_code
 
 
-@step(experiment_tracker=TRACKER, cache_policy=cache_on(pretraining, trainer, batches, sasrec))
+@step(experiment_tracker=TRACKER, cache_policy=cache_on_code(__name__))
 def pretrain(
     sequences: SequenceDataset,
     seed: int = 42,

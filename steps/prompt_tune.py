@@ -1,25 +1,20 @@
 """prompt_tune: tune the pre-trained encoder for cold-start users (``tuning: finetune | ppr_light | ppr_full |
 cpl | pomrec | none``); every tuning run logs its efficiency beside the fine-tuning run on the same data."""
 
+import uuid
 from typing import Annotated, Optional
 
 from zenml import log_metadata, step
+from zenml.config.cache_policy import CachePolicy
 
-import components.models.pomrec as pomrec
-import components.models.trained as trained_models
-import components.training.batches as batches
-import components.training.trainer as trainer
-import components.tuning.methods as methods
-import components.tuning.profiles as profiles
-import components.tuning.prompting as prompting
 import components.tuning.tune as tune
 from components.data.sequences import SequenceDataset
 from components.models.trained import TrainedModel
 from components.tracking import mlflow_log
-from steps._common import TRACKER, cache_on
+from steps._common import TRACKER, cache_on_code
 
 
-@step(experiment_tracker=TRACKER, cache_policy=cache_on(tune, methods, prompting, profiles, pomrec, trained_models, trainer, batches))
+@step(experiment_tracker=TRACKER, cache_policy=cache_on_code(__name__))
 def prompt_tune(
     pretrained_model: TrainedModel,
     sequences: SequenceDataset,
@@ -60,7 +55,13 @@ def prompt_tune(
     return tuned
 
 
-@step(experiment_tracker=TRACKER, enable_cache=False)
+def _fresh_every_run() -> str:
+    """Never cached (a YAML ``enable_cache: true`` overrides ``enable_cache=False``): with no version named, the
+    champion alias may have moved since the last run."""
+    return uuid.uuid4().hex
+
+
+@step(experiment_tracker=TRACKER, enable_cache=False, cache_policy=CachePolicy(cache_func=_fresh_every_run))
 def load_base(sequences: SequenceDataset, base: dict) -> Annotated[TrainedModel, "pretrained_model"]:
     """The registered pre-trained version ``base`` names (``{name, version}``; no version: the champion), so
     tuning can run again without pre-training again."""

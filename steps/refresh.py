@@ -10,14 +10,12 @@ from typing import Annotated, Optional
 from zenml import log_metadata, step
 from zenml.config.cache_policy import CachePolicy
 
-import components.training.batches as batches
 import components.training.refresh as refresh
-import components.training.trainer as trainer
 from components.data.clean import CleanResult
 from components.data.sequences import SequenceDataset
 from components.models.trained import TrainedModel
 from components.tracking import mlflow_log
-from steps._common import TRACKER, cache_on
+from steps._common import TRACKER, cache_on_code
 
 
 def _fresh_every_run() -> str:
@@ -41,7 +39,7 @@ def align_vocab(clean_interactions: CleanResult, dataset: str) -> tuple[
     return aligned, base.describe()
 
 
-@step(experiment_tracker=TRACKER, cache_policy=cache_on(refresh, trainer, batches))
+@step(experiment_tracker=TRACKER, cache_policy=cache_on_code(__name__))
 def retune_head(
     sequences: SequenceDataset,
     champion_base: dict,

@@ -6,10 +6,10 @@ from components.data.sequences import SequenceDataset
 from components.metrics.report import EvaluationReport
 from components.models.trained import TrainedModel
 from components.serving.registry import register_recommender
-from steps._common import TRACKER
+from steps._common import TRACKER, cache_on_code
 
 
-@step(experiment_tracker=TRACKER, enable_cache=False)
+@step(experiment_tracker=TRACKER, enable_cache=False, cache_policy=cache_on_code(__name__))
 def register(
     model: TrainedModel,
     sequences: SequenceDataset,

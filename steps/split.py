@@ -7,19 +7,21 @@ import components.data.split as splitting
 from components.data.sequences import SequenceDataset
 from components.settings import from_dict
 from components.tracking import mlflow_log
-from steps._common import TRACKER, cache_on
+from steps._common import TRACKER, cache_on_code
 
 
-@step(experiment_tracker=TRACKER, cache_policy=cache_on(splitting))
+@step(experiment_tracker=TRACKER, cache_policy=cache_on_code(__name__))
 def split(
     clean_interactions: splitting.CleanResult,
     profiles: pa.Table,
     seed: int = 42,
     settings: Optional[dict] = None,
+    dataset: Optional[str] = None,
 ) -> Annotated[SequenceDataset, "sequences"]:
-    """Split warm from cold users, fix leave-one-out targets and the sampled negatives."""
+    """Split warm from cold users, fix leave-one-out targets and the sampled negatives (history items stay
+    candidates or are excluded, per the dataset's ``history_items`` setting)."""
     cfg = from_dict(splitting.SplitConfig, {**(settings or {}), "seed": seed}, where="steps.split.parameters.settings")
-    data = splitting.build_sequences(clean_interactions, profiles, cfg)
+    data = splitting.build_sequences(clean_interactions, profiles, cfg, dataset=dataset)
     mlflow_log.log_params({k: v for k, v in vars(cfg).items()}, prefix="split.")
     mlflow_log.log_dict(data.meta, "data/split.json")
     return data

@@ -8,12 +8,12 @@ import components.data.drift as data_drift
 import components.data.validation as validation
 from components.data.datasets import validation_config
 from components.tracking import mlflow_log
-from steps._common import TRACKER, cache_on
+from steps._common import TRACKER, cache_on_code
 
 logger = logging.getLogger(__name__)
 
 
-@step(experiment_tracker=TRACKER, cache_policy=cache_on(validation, data_drift))
+@step(experiment_tracker=TRACKER, cache_policy=cache_on_code(__name__))
 def validate(
     interactions: pa.Table,
     profiles: pa.Table,

@@ -5,7 +5,9 @@ user ids 1..n_users, behavior codes 1..n_behaviors.  Each user's events are stor
 block ``events[offsets[u]:offsets[u+1]]``.  An evaluation instance is (user, position, target item, negatives):
 its history is every event of that user *before* ``position`` (all behaviors), its target is the item of the
 event at ``position`` (always an event of the target behavior).  Negatives are drawn once, with the config's
-seed, from items the user never touched, and stored here so every model is ranked against the same ones.
+seed, under the split's ``history_items`` setting (``meta["history_items"]``: from every item but the target, or
+from items the user never touched; see ``components.data.split``), and stored here so every model is ranked
+against the same ones.  ``repeat`` marks instances whose target already occurs in their own history.
 
 Target sets (keys of ``SequenceDataset.targets``):
   ``valid`` / ``test``  warm users, leave-one-out over target-behavior events (second-to-last / last).
@@ -17,10 +19,31 @@ Target sets (keys of ``SequenceDataset.targets``):
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+#: Values of the split's ``history_items`` setting: history items stay candidates, or are excluded.
+HISTORY_ITEMS = ("candidates", "excluded")
+
+
+def first_occurrence(users: np.ndarray, items: np.ndarray, n_items: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """A lookup ``(users, items) -> index of the user's first event on that item`` (a huge value when never) over
+    CSR-ordered events (each user's events contiguous and time-ordered, so the first index is the earliest)."""
+    keys = np.asarray(users, np.int64) * (n_items + 1) + np.asarray(items, np.int64)
+    unique, first = np.unique(keys, return_index=True)
+    never = np.iinfo(np.int64).max
+
+    def lookup(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        q = np.asarray(u, np.int64) * (n_items + 1) + np.asarray(v, np.int64)
+        if unique.size == 0:
+            return np.full(q.shape, never, np.int64)
+        pos = np.searchsorted(unique, q).clip(max=unique.size - 1)
+        return np.where(unique[pos] == q, first[pos], never).astype(np.int64)
+
+    return lookup
 
 
 @dataclass
@@ -30,6 +53,7 @@ class TargetSet:
     items: np.ndarray  # int32 [n]  target item (== events_item[position])
     negatives: np.ndarray  # int32 [n, n_neg] sampled items the user never interacted with
     zero_shot: np.ndarray  # bool  [n]  history must be treated as empty (cold zero-shot instances)
+    repeat: np.ndarray | None = None  # bool [n]  the target item occurs in the instance's own history
 
     def __len__(self) -> int:
         return int(self.users.shape[0])
@@ -80,8 +104,9 @@ class SequenceDataset:
             "user_ids": self.user_ids.astype(str), "item_ids": self.item_ids.astype(str), "profiles": self.profiles,
         }
         for name, ts in self.targets.items():
-            for attr in ("users", "positions", "items", "negatives", "zero_shot"):
-                arrays[f"target.{name}.{attr}"] = getattr(ts, attr)
+            for attr in ("users", "positions", "items", "negatives", "zero_shot", "repeat"):
+                if getattr(ts, attr) is not None:
+                    arrays[f"target.{name}.{attr}"] = getattr(ts, attr)
         np.savez(d / "arrays.npz", **arrays)
         info = {
             "n_users": self.n_users, "n_items": self.n_items, "behavior_names": self.behavior_names,
@@ -97,11 +122,11 @@ class SequenceDataset:
         with np.load(d / "arrays.npz", allow_pickle=False) as z:
             a = {k: z[k] for k in z.files}
         targets = {
-            name: TargetSet(**{attr: a[f"target.{name}.{attr}"] for attr in
-                               ("users", "positions", "items", "negatives", "zero_shot")})
+            name: TargetSet(**{attr: a.get(f"target.{name}.{attr}") for attr in
+                               ("users", "positions", "items", "negatives", "zero_shot", "repeat")})
             for name in info["targets"]
         }
-        return cls(
+        data = cls(
             n_users=info["n_users"], n_items=info["n_items"], behavior_names=info["behavior_names"],
             target_behaviors=info["target_behaviors"], offsets=a["offsets"], items=a["items"],
             behaviors=a["behaviors"], timestamps=a["timestamps"], train_end=a["train_end"],
@@ -109,6 +134,16 @@ class SequenceDataset:
             targets=targets, user_ids=a["user_ids"], item_ids=a["item_ids"], profile_fields=info["profile_fields"],
             profile_vocab=info["profile_vocab"], profiles=a["profiles"], meta=info["meta"],
         )
+        for ts in data.targets.values():  # split before the flag was stored
+            if ts.repeat is None:
+                ts.repeat = data.repeat_flags(ts)
+        return data
+
+    def repeat_flags(self, ts: TargetSet) -> np.ndarray:
+        """bool [n]: whether each instance's target item occurs in its history (never for zero-shot)."""
+        users = np.repeat(np.arange(self.n_users + 1, dtype=np.int64), np.diff(self.offsets[:self.n_users + 2]))
+        first = first_occurrence(users, self.items, self.n_items)(ts.users, ts.items)
+        return (first < ts.positions) & ~np.asarray(ts.zero_shot, bool)
 
 
 def _json_default(o):

@@ -12,9 +12,18 @@ Users are warm or cold by how many *target-behavior* events they have (PPR: fewe
   [2, cold_threshold - 1], as cold-start papers do.  ``meta["cold_mode"]`` says which was used.
 - Users with no target event at all cannot be evaluated or tuned and are left out (counted in ``meta``).
 
-Negatives: ``n_negatives`` items per instance, uniform over items the user never interacted with (in any
-behavior, in its whole original history, including what a simulated cut removed), distinct within an instance,
-drawn once from the config's seed.
+History items (``history_items``; the default depends on the dataset, ``components.data.datasets``):
+- ``candidates`` (multi-behavior logs: taobao, ijcai15, cikm2019, generic): an item the user already touched is
+  a legitimate answer (most next buys on e-commerce logs are items clicked or carted before).  Negatives are
+  drawn uniformly from every item except the instance's target; evaluation ranks against every item.
+- ``excluded`` (ml1m: a movie is rated once): history items are never candidates or answers.  Negatives are drawn
+  from items the user never interacted with (in any behavior, in its whole original history, including what a
+  simulated cut removed), and instances whose target already occurs in their own history are dropped (counted in
+  ``meta["repeat_targets_dropped"]``): keeping them while excluding the rest of the history would leave a repeat
+  target as the only familiar candidate.
+Either way no candidate set depends on which item is the target.  Negatives are distinct within an instance and
+drawn once from the config's seed.  Every instance carries ``repeat``: whether its target occurs in its own
+history (the ``test_repeat`` / ``test_new`` groups of the evaluation).
 """
 
 from __future__ import annotations
@@ -26,8 +35,9 @@ import numpy as np
 import pyarrow as pa
 
 from components.data.clean import CleanResult
+from components.data.datasets import default_history_items
 from components.data.schema import BEHAVIOR, ITEM, TIMESTAMP, USER
-from components.data.sequences import SequenceDataset, TargetSet
+from components.data.sequences import HISTORY_ITEMS, SequenceDataset, TargetSet, first_occurrence
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +54,8 @@ class SplitConfig:
     simulated_cold_share: float = 0.2
     cold_tune_share: float = 0.8
     n_negatives: int = 99
+    #: "candidates" | "excluded" | None (the dataset's default): are items of the user's history candidates?
+    history_items: str | None = None
     seed: int = 42
 
 
@@ -51,7 +63,13 @@ class SplitError(ValueError):
     pass
 
 
-def build_sequences(clean: CleanResult, profiles: pa.Table | None, cfg: SplitConfig) -> SequenceDataset:
+def build_sequences(clean: CleanResult, profiles: pa.Table | None, cfg: SplitConfig,
+                    dataset: str | None = None) -> SequenceDataset:
+    """The split of ``clean`` under ``cfg``; ``dataset`` (the pipeline's dataset name) picks the default of
+    ``history_items`` when the config leaves it unset."""
+    history_items = cfg.history_items or default_history_items(dataset)
+    if history_items not in HISTORY_ITEMS:
+        raise SplitError(f"history_items must be one of {HISTORY_ITEMS}, got {history_items!r}")
     if cfg.cold_threshold < 3:
         raise SplitError(f"cold_threshold must be >= 3 (warm users need train, valid and test targets), "
                          f"got {cfg.cold_threshold}")
@@ -142,21 +160,35 @@ def build_sequences(clean: CleanResult, profiles: pa.Table | None, cfg: SplitCon
     has_history = few_pos > offsets[cold_test]
     zero_pos = tpos[first_t[cold_test]]
 
-    sampler = _NegativeSampler(seen, n_items, cfg.n_negatives, rng)
-    targets = {
-        "valid": sampler.target_set(warm_users, valid_pos, items),
-        "test": sampler.target_set(warm_users, test_pos, items),
-        "cold_valid": sampler.target_set(cold_tune, cold_valid_pos, items),
-        "cold_test": sampler.target_set(
-            np.concatenate([cold_test[has_history], cold_test]),
-            np.concatenate([few_pos[has_history], zero_pos]), items,
-            zero_shot=np.concatenate([np.zeros(int(has_history.sum()), bool), np.ones(cold_test.size, bool)])),
+    first_seen = first_occurrence(users, items, n_items)
+    sampler = _NegativeSampler(seen if history_items == "excluded" else None, n_items, cfg.n_negatives, rng)
+    candidates = {
+        "valid": (warm_users, valid_pos, None),
+        "test": (warm_users, test_pos, None),
+        "cold_valid": (cold_tune, cold_valid_pos, None),
+        "cold_test": (np.concatenate([cold_test[has_history], cold_test]),
+                      np.concatenate([few_pos[has_history], zero_pos]),
+                      np.concatenate([np.zeros(int(has_history.sum()), bool), np.ones(cold_test.size, bool)])),
     }
+    targets, dropped = {}, {}
+    for name, (u, pos, zero_shot) in candidates.items():
+        zero_shot = np.zeros(u.size, bool) if zero_shot is None else zero_shot
+        # A target is a repeat when the user's first event on that item comes before it (zero-shot: no history).
+        repeat = (first_seen(u, items[pos]) < pos) & ~zero_shot
+        if history_items == "excluded":
+            dropped[name] = int(repeat.sum())
+            u, pos, zero_shot, repeat = u[~repeat], pos[~repeat], zero_shot[~repeat], repeat[~repeat]
+        targets[name] = sampler.target_set(u, pos, items, zero_shot=zero_shot, repeat=repeat)
+    if dropped and any(dropped.values()):
+        logger.info("history_items=excluded: dropped %s instances whose target is in their own history", dropped)
 
     fields, vocab, prof = _encode_profiles(profiles, clean.user_ids, n_users)
     meta = {
         "cold_mode": mode, "natural_cold_share": float(share_natural), "cold_threshold": cfg.cold_threshold,
         "n_negatives": cfg.n_negatives, "seed": cfg.seed, "target_behaviors": [names[c - 1] for c in target_codes],
+        "history_items": history_items,
+        "repeat_share": {k: float(v.repeat.mean()) if len(v) else float("nan") for k, v in targets.items()},
+        **({"repeat_targets_dropped": dropped} if history_items == "excluded" else {}),
         "n_warm_users": int(warm_users.size), "n_cold_tune_users": int(cold_tune.size),
         "n_cold_test_users": int(cold_test.size), "n_users_without_target": int((~has_target[1:]).sum()),
         "n_events": int(users.size), "targets": {k: len(v) for k, v in targets.items()},
@@ -177,20 +209,30 @@ def build_sequences(clean: CleanResult, profiles: pa.Table | None, cfg: SplitCon
 
 
 class _NegativeSampler:
-    """Uniform negatives over items a user never touched, distinct within an instance, fully vectorised."""
+    """Uniform negatives, distinct within an instance, fully vectorised.  With ``seen_keys`` (sorted
+    ``user * (n_items + 1) + item`` of every pair ever seen) they avoid every item the user touched; without, they
+    avoid only the instance's own target."""
 
-    def __init__(self, seen_keys: np.ndarray, n_items: int, n_neg: int, rng: np.random.Generator):
+    def __init__(self, seen_keys: np.ndarray | None, n_items: int, n_neg: int, rng: np.random.Generator):
         self.seen, self.n_items, self.n_neg, self.rng = seen_keys, n_items, n_neg, rng
 
     def target_set(self, users: np.ndarray, positions: np.ndarray, items: np.ndarray,
-                   zero_shot: np.ndarray | None = None) -> TargetSet:
+                   zero_shot: np.ndarray | None = None, repeat: np.ndarray | None = None) -> TargetSet:
         users = np.asarray(users, np.int32)
         positions = np.asarray(positions, np.int64)
-        return TargetSet(users=users, positions=positions, items=items[positions].astype(np.int32),
-                         negatives=self.sample(users),
-                         zero_shot=np.zeros(users.size, bool) if zero_shot is None else zero_shot)
+        target_items = items[positions].astype(np.int32)
+        if self.seen is not None:
+            negatives = self.sample(users, self.seen)
+        else:  # every item but the target: group = instance row, the one excluded key its target
+            rows = np.arange(users.size, dtype=np.int64)
+            negatives = self.sample(rows, rows * (self.n_items + 1) + target_items)
+        return TargetSet(users=users, positions=positions, items=target_items, negatives=negatives,
+                         zero_shot=np.zeros(users.size, bool) if zero_shot is None else zero_shot,
+                         repeat=np.zeros(users.size, bool) if repeat is None else np.asarray(repeat, bool))
 
-    def sample(self, users: np.ndarray) -> np.ndarray:
+    def sample(self, users: np.ndarray, seen: np.ndarray) -> np.ndarray:
+        """``n_neg`` distinct items per row of ``users`` (a group id per row), none of them among the sorted
+        keys ``seen`` (``group * (n_items + 1) + item``)."""
         n, m, base = users.size, self.n_neg, self.n_items + 1
         out = np.zeros((n, m), np.int32)
         filled = np.zeros(n, np.int64)
@@ -202,8 +244,8 @@ class _NegativeSampler:
             cand = self.rng.integers(1, self.n_items + 1, size=(todo.size, width))
             u = users[todo].astype(np.int64)[:, None]
             keys = u * base + cand
-            pos = np.searchsorted(self.seen, keys).clip(max=self.seen.size - 1)
-            ok = self.seen[pos] != keys
+            pos = np.searchsorted(seen, keys).clip(max=seen.size - 1)
+            ok = seen[pos] != keys
             # Drop repeats within a row and of what the row already holds; keep the draw order (unbiased).
             have = np.concatenate([out[todo], cand], axis=1)
             order = np.argsort(have, axis=1, kind="stable")
@@ -219,10 +261,10 @@ class _NegativeSampler:
             out[todo[rows], rank[rows, cols] - 1] = cand[rows, cols]
             filled[todo] = np.minimum(rank[:, -1], m)
             todo = todo[filled[todo] < m]
-        free = self.n_items - np.diff(np.searchsorted(self.seen, users[todo][:, None].astype(np.int64) * base
+        free = self.n_items - np.diff(np.searchsorted(seen, users[todo][:, None].astype(np.int64) * base
                                                       + np.array([0, base])), axis=1).ravel()
         raise SplitError(f"cannot draw {m} distinct negatives for {todo.size} instance(s): e.g. user "
-                         f"{int(users[todo[0]])} has only {int(free[0])} items it never interacted with; "
+                         f"{int(users[todo[0]])} has only {int(free[0])} candidate items (history_items setting); "
                          f"lower split.n_negatives")
 
 

@@ -92,21 +92,33 @@ class NextItemEncoder(nn.Module):
 
     def encode(self, items: Tensor, behaviors: Tensor) -> Tensor:
         """items, behaviors [B, N] left-padded (0 = padding), N <= max_len -> hidden states [B, N, d]."""
-        x, valid, behaviors = self.embed_for_prompting(items, behaviors)
-        return self.run_stack(x, valid, behaviors)
+        x, valid, behaviors, tokens = self.stack_inputs(items, behaviors)
+        return self.run_stack(x, valid, behaviors, tokens=tokens)
 
     # ---- the two halves of ``encode``, apart so prompt tuning (components/tuning) can insert tokens between them --
-    def embed_for_prompting(self, items: Tensor, behaviors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(embedded events [B, N, d], valid [B, N], behaviors with padding zeroed [B, N]): what ``run_stack``
-        reads.  Encoders that transform the embedded sequence before their stack (END4Rec's denoising) do it here."""
+    def stack_inputs(self, items: Tensor, behaviors: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """What ``run_stack`` reads: (embedded events [B, N, d], valid [B, N] bool, behaviors with padding zeroed
+        [B, N], tokens [B, N]).  ``tokens`` marks the slots later positions may read: ``valid`` here; END4Rec's
+        eliminator takes the events it drops out of it (a float 0/1 mask carrying its straight-through gradient).
+        Encoders that transform the embedded sequence before their stack (END4Rec's denoising) do it here."""
         x, valid = self.embed(items, behaviors)
-        return x, valid, behaviors.masked_fill(~valid, 0)
+        return x, valid, behaviors.masked_fill(~valid, 0), valid
+
+    def embed_for_prompting(self, items: Tensor, behaviors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The first three of :meth:`stack_inputs` (kept for callers that do not pass ``tokens`` on)."""
+        x, valid, behaviors, _ = self.stack_inputs(items, behaviors)
+        return x, valid, behaviors
 
     def run_stack(self, x: Tensor, valid: Tensor, behaviors: Tensor,
-                  layer_hook: Callable[[int, Tensor], Tensor] | None = None) -> Tensor:  # pragma: no cover
-        """The encoder stack and final norm over already-embedded vectors x [B, L, d] (``valid`` [B, L] marks real
-        tokens; L may exceed max_len when prompt tokens were added).  ``layer_hook(l, x)`` is called before layer l
-        and returns the tensor layer l reads (layer-wise prompts replace their slots there)."""
+                  layer_hook: Callable[[int, Tensor], Tensor] | None = None,
+                  tokens: Tensor | None = None) -> Tensor:  # pragma: no cover
+        """The encoder stack and final norm over already-embedded vectors x [B, L, d] (``valid`` [B, L] marks the
+        positions that get a state; L may exceed max_len when prompt tokens were added).  ``layer_hook(l, x)`` is
+        called before layer l and returns the tensor layer l reads (layer-wise prompts replace their slots there).
+        ``tokens`` [B, L] (bool or float 0/1; default ``valid``) marks the slots that other positions may read:
+        a valid slot that is no token (an event END4Rec's eliminator dropped) still gets a state, the one after
+        the tokens up to it (what the model predicts after a dropped event), but never feeds another position,
+        at any layer."""
         raise NotImplementedError
 
     @property

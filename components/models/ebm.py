@@ -17,12 +17,15 @@ Per layer, on behavior-aware embeddings (item + behavior + position, as every en
 
 Choice made here, where the papers and FMLP-Rec differ from what next-item training needs: **the filter is
 causal.**  FMLP-Rec multiplies the spectrum by a free complex weight, i.e. a *circular* convolution in which every
-position sees the whole sequence, including the events after it; trained on every position's next item, such a
-model can read its labels (a known leak of FMLP-Rec's setup).  Here the learnable filter is the spectrum of a
+position sees the whole window, including the events after it.  FMLP-Rec's own trainer is not affected: it
+expands every sequence into its prefixes and scores only the last position of each, so the window never holds an
+event after the one predicted.  We train on every position's next item in one pass (as SASRec does), where a
+circular filter would let each position read its label.  Here the learnable filter is the spectrum of a
 causal kernel of length ``max_len`` (the kernel is the parameter; its rFFT is the per-frequency, per-channel
 complex filter), and the transform is zero-padded to 2N so the product is a linear, not circular, convolution:
-output t depends on events <= t only, which ``tests/models/test_ebm.py`` checks.  With left padding (padding
-events are zero vectors) the output for a prefix does not depend on how much padding precedes it.
+output t depends on events <= t only, which ``tests/models/test_ebm.py`` and ``test_causality.py`` check.  With
+left padding (padding events are zero vectors) the output for a prefix does not depend on how much padding
+precedes it.
 """
 
 from __future__ import annotations
@@ -87,8 +90,11 @@ class FilterLayer(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.ln = nn.LayerNorm(cfg.hidden)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.ln(x + self.drop(self.fusion(causal_fft_conv(x, self.kernel))))
+    def forward(self, x: Tensor, tokens: Tensor | None = None) -> Tensor:
+        """x [B, N, d]; ``tokens`` [B, N, 1] (0/1): only those slots are mixed into other positions (default: all;
+        padding is already zero)."""
+        source = x if tokens is None else x * tokens
+        return self.ln(x + self.drop(self.fusion(causal_fft_conv(source, self.kernel))))
 
 
 class ChunkedFeedForward(nn.Module):
@@ -122,8 +128,8 @@ class EBMLayer(nn.Module):
         self.ffn = ChunkedFeedForward(cfg)
         self.mixer = BehaviorMixer(cfg) if cfg.behavior_mixer and cfg.use_behavior else None
 
-    def forward(self, x: Tensor, behaviors: Tensor, mask: Tensor) -> Tensor:
-        x = self.ffn(self.filter(x))
+    def forward(self, x: Tensor, behaviors: Tensor, mask: Tensor, tokens: Tensor | None = None) -> Tensor:
+        x = self.ffn(self.filter(x, tokens))
         if self.mixer is not None:
             x = self.mixer(x, behaviors)
         return x * mask
@@ -151,11 +157,17 @@ class EBM(NextItemEncoder):
         return len(self.layers)
 
     def run_stack(self, x: Tensor, valid: Tensor, behaviors: Tensor,
-                  layer_hook: Callable[[int, Tensor], Tensor] | None = None) -> Tensor:
-        """EBM layers + final LayerNorm over embedded tokens x [B, L, d] -> [B, L, d]."""
+                  layer_hook: Callable[[int, Tensor], Tensor] | None = None,
+                  tokens: Tensor | None = None) -> Tensor:
+        """EBM layers + final LayerNorm over embedded tokens x [B, L, d] -> [B, L, d].  The filter is the only
+        place positions mix, so a slot outside ``tokens`` (see ``NextItemEncoder.run_stack``) is zeroed in the
+        filter's input at every layer and nowhere else."""
         mask = valid.unsqueeze(-1).to(x.dtype)
+        tok = None
+        if tokens is not None and tokens is not valid:
+            tok = tokens.unsqueeze(-1).to(x.dtype)
         for i, layer in enumerate(self.layers):
             if layer_hook is not None:
                 x = layer_hook(i, x)
-            x = layer(x, behaviors, mask)
+            x = layer(x, behaviors, mask, tok)
         return self.ln_f(x)

@@ -11,8 +11,9 @@ Choices the paper leaves open, made here:
 - Positions count from the first real event of the window (0, 1, 2, ...), so the encoding of a prefix does not
   depend on how much padding sits to its left or on what follows it: the state a training position sees is the
   state inference computes for the same prefix, and more left padding changes nothing.
-- Pre-norm blocks by default (``norm_first``), which trains stably without warm-up; ``norm_first=False`` gives the
-  paper's post-norm layout.
+- Pre-norm blocks by default (``norm_first``), as in the paper: each sublayer g maps x to
+  ``x + Dropout(g(LayerNorm(x)))``; this trains stably without warm-up.  ``norm_first=False`` gives the original
+  Transformer's post-norm layout, ``LayerNorm(x + Dropout(g(x)))``, which the paper does not use.
 - The FFN is two Linear layers (the public code's Conv1d with kernel 1 is the same map, written less plainly).
 - Padded positions are zeroed after every block.  A query at a padded position may attend to itself, so no
   attention row is ever fully masked (a fully masked softmax row is NaN).  A fully padded row (a zero-shot user)
@@ -126,14 +127,17 @@ class SASRec(NextItemEncoder):
         return len(self.blocks)
 
     def run_stack(self, x: Tensor, valid: Tensor, behaviors: Tensor,
-                  layer_hook: Callable[[int, Tensor], Tensor] | None = None) -> Tensor:
-        """Causal self-attention blocks + final LayerNorm over embedded tokens x [B, L, d] -> [B, L, d]."""
+                  layer_hook: Callable[[int, Tensor], Tensor] | None = None,
+                  tokens: Tensor | None = None) -> Tensor:
+        """Causal self-attention blocks + final LayerNorm over embedded tokens x [B, L, d] -> [B, L, d].  Keys are
+        the ``tokens`` (default: ``valid``; see ``NextItemEncoder.run_stack``)."""
         L = x.shape[1]
         mask = valid.unsqueeze(-1).to(x.dtype)  # [B, L, 1]
+        keys = valid if tokens is None else tokens if tokens.dtype == torch.bool else tokens > 0.5
         causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()  # [L, L]
         eye = torch.eye(L, dtype=torch.bool, device=x.device)
         # Query i may see key j if j <= i and j is a real token; every query may see itself, so no row is empty.
-        allowed = (causal & valid[:, None, :]) | eye  # [B, L, L]
+        allowed = (causal & keys[:, None, :]) | eye  # [B, L, L]
         allowed = allowed.unsqueeze(1)  # [B, 1, L, L], broadcast over heads
         for layer, block in enumerate(self.blocks):
             if layer_hook is not None:

@@ -18,6 +18,8 @@ ARCHITECTURES: dict[str, tuple[str, str, str]] = {
     "ebm": ("components.models.ebm", "EBM", "EBMConfig"),
     "end4rec": ("components.models.end4rec", "END4Rec", "END4RecConfig"),
     "pomrec": ("components.models.pomrec", "PoMRec", "PoMRecConfig"),
+    # A repeat-aware head over any of the encoders above (config: encoder, encoder_config).
+    "repeat": ("components.models.repeat", "RepeatAware", "RepeatAwareConfig"),
 }
 
 

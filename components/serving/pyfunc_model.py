@@ -6,7 +6,9 @@ A prompt-tuned model also reads each user's profile: a column ``profile`` (a dic
 column per profile field (e.g. ``gender``, ``age``, ``occupation`` on ML-1M); an empty ``items`` list with a
 profile is a zero-shot user.  A tuned model that stores only its prompt modules fetches its frozen base's weights
 from the registry on load (the version its ``model.json`` names, digest checked).
-Params: ``k`` (default 10), ``exclude_seen`` (default True).  Output: a DataFrame with ``items`` (top-k original
+Params: ``k`` (default 10), ``exclude_seen`` (default: the model's ``history_items`` setting, the one its offline
+metrics were measured under: history items are returned for ``candidates`` data such as Taobao, never for
+``excluded`` data such as ML-1M).  Output: a DataFrame with ``items`` (top-k original
 ids, best first), ``scores`` and ``unknown_items`` (ids the model has never seen, skipped).
 """
 
@@ -49,7 +51,8 @@ class SequentialRecommenderModel(PythonModel):
             profiles = [{f: row.get(f) for f in fields if f in frame.columns and _present(row.get(f))}
                         for row in frame.to_dict("records")]
         rows = self.recommender.recommend(histories, behaviors, k=int(params.get("k", 10)),
-                                          exclude_seen=bool(params.get("exclude_seen", True)), profiles=profiles)
+                                          exclude_seen=None if params.get("exclude_seen") is None else bool(params["exclude_seen"]),
+                                          profiles=profiles)
         return pd.DataFrame(rows)
 
 

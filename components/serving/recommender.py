@@ -30,18 +30,21 @@ def weights_digest(state_dict: dict) -> str:
 
 
 def write_bundle(directory: Path, *, architecture: str, config: dict, state_dict: dict, behavior_names: list[str],
-                 target_behaviors: list[str], item_ids: list[str], base: dict | None = None) -> dict[str, str]:
+                 target_behaviors: list[str], item_ids: list[str], base: dict | None = None,
+                 history_items: str = "excluded") -> dict[str, str]:
     """Write the files a recommender needs; returns MLflow's ``artifacts`` mapping (name -> path).
 
     ``base`` (a prompt-tuned model with a frozen base): ``state_dict`` then holds only the tuned modules' tensors
     and ``base`` names the registered version whose weights are the rest (``name``, ``version``, ``sha256``);
-    the loader fetches them from the registry and checks the digest."""
+    the loader fetches them from the registry and checks the digest.  ``history_items`` (the split's setting the
+    model was evaluated under) sets the served default of ``exclude_seen``, so the served answers are the ones
+    the offline figures measured."""
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, directory / "weights.safetensors")
     meta = {"architecture": architecture, "config": config, "behavior_names": behavior_names,
-            "target_behaviors": target_behaviors}
+            "target_behaviors": target_behaviors, "history_items": history_items}
     if base is not None:
         meta["base"] = base
     (directory / "model.json").write_text(json.dumps(meta, indent=1))
@@ -59,6 +62,9 @@ class Recommender:
         meta = json.loads(Path(model_json).read_text())
         self.behavior_names: list[str] = meta["behavior_names"]
         self.default_behavior = meta["target_behaviors"][-1]
+        #: Served default of ``exclude_seen``: as evaluated (bundles from before the setting excluded history).
+        self.history_items: str = meta.get("history_items", "excluded")
+        self.exclude_seen_default = self.history_items == "excluded"
         config = meta["config"]
         self.max_len = int(config.get("max_len", (config.get("base_config") or {}).get("max_len", 200)))
         self.model = build_model(meta["architecture"], config)
@@ -84,8 +90,9 @@ class Recommender:
 
     @torch.no_grad()
     def recommend(self, histories: list[list], behaviors: list[list[str]] | None = None, k: int = 10,
-                  exclude_seen: bool = True, profiles: list[dict | None] | None = None) -> list[dict]:
-        """Top-k items per history (oldest first).  Unknown item ids are skipped and reported; an empty history
+                  exclude_seen: bool | None = None, profiles: list[dict | None] | None = None) -> list[dict]:
+        """Top-k items per history (oldest first).  ``exclude_seen`` None follows the model's ``history_items``
+        (history items are answers for ``candidates``, never for ``excluded``).  Unknown item ids are skipped and reported; an empty history
         is a zero-shot request and gets the model's answer for no history (for SASRec: popular-ish items; for a
         tuned model: its answer for the user's profile).  ``profiles``: one dict (field -> value) per row, read
         by tuned models (a missing field or value they never saw counts as unknown)."""
@@ -116,8 +123,15 @@ class Recommender:
             extra["profiles"] = torch.as_tensor(codes, device=self.device)
         scores = self.model.score_all(it, torch.as_tensor(behs, device=self.device), **extra).float()
         scores[:, 0] = -torch.inf
+        if exclude_seen is None:
+            exclude_seen = self.exclude_seen_default
         if exclude_seen:
-            scores.scatter_(1, it, -torch.inf)
+            # Every history item, not only the window the model reads.
+            seen = [[c for c in (self.index.get(str(i)) for i in hist) if c is not None] for hist in histories]
+            rows = [r for r, s in enumerate(seen) for _ in s]
+            if rows:
+                scores[torch.as_tensor(rows, device=self.device),
+                       torch.as_tensor([c for s in seen for c in s], device=self.device)] = -torch.inf
         k = min(k, len(self.item_ids) - 1)
         top = torch.topk(scores, k, dim=1)
         out = []

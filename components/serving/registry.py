@@ -36,9 +36,14 @@ logger = logging.getLogger(__name__)
 CHAMPION = "champion"
 WEIGHTS_TAG = "weights_sha256"
 _COMPONENTS = Path(__file__).resolve().parents[1]
-# MLflow hands predict() only the params a signature declares.  Inputs stay free: item ids may be ints or strings.
-SIGNATURE = ModelSignature(inputs=None, outputs=None, params=ParamSchema([
-    ParamSpec("k", "long", 10), ParamSpec("exclude_seen", "boolean", True)]))
+
+
+def signature(history_items: str) -> ModelSignature:
+    """MLflow hands predict() only the params a signature declares (with their defaults).  ``exclude_seen``
+    defaults to what the model was evaluated under: True only for ``history_items: excluded``.  Inputs stay free:
+    item ids may be ints or strings."""
+    return ModelSignature(inputs=None, outputs=None, params=ParamSchema([
+        ParamSpec("k", "long", 10), ParamSpec("exclude_seen", "boolean", history_items == "excluded")]))
 
 
 def _requirements() -> list[str]:
@@ -117,11 +122,12 @@ def register_recommender(trained: TrainedModel, data: SequenceDataset, report: E
         artifacts = write_bundle(
             Path(tmp), architecture=trained.architecture, config=trained.config, state_dict=state,
             behavior_names=data.behavior_names, target_behaviors=[data.behavior_names[c - 1] for c in data.target_behaviors],
-            item_ids=[str(x) for x in data.item_ids.tolist()], base=base_ref)
+            item_ids=[str(x) for x in data.item_ids.tolist()], base=base_ref,
+            history_items=data.meta.get("history_items", "excluded"))
         info = mlflow.pyfunc.log_model(
             name="recommender", python_model=str(Path(pyfunc_model.__file__)), artifacts=artifacts,
             code_paths=[str(_COMPONENTS)], registered_model_name=name, pip_requirements=_requirements(),
-            signature=SIGNATURE)
+            signature=signature(data.meta.get("history_items", "excluded")))
     version = str(info.registered_model_version)
     client = MlflowClient()
     client.set_model_version_tag(name, version, WEIGHTS_TAG, weights_digest(trained.state_dict))
@@ -129,7 +135,8 @@ def register_recommender(trained: TrainedModel, data: SequenceDataset, report: E
         client.set_model_version_tag(name, version, k, str(v))
     protocol = selection_metric.split("_")[1]
     tags = {"dataset": dataset, "architecture": trained.architecture, "selection_metric": selection_metric,
-            "selection_value": f"{new_value:.6f}", "protocol": f"{protocol}: {describe_protocol(protocol)}"}
+            "selection_value": f"{new_value:.6f}", "protocol": f"{protocol}: {describe_protocol(protocol, data.meta.get('history_items', 'excluded'))}",
+            "history_items": data.meta.get("history_items", "excluded")}
     tags.update({k: f"{v:.6f}" for k, v in model_metrics.items() if k.endswith("_at_10") and "_n" not in k})
     # A refreshed model (components.training.refresh) names its base version here (tag ``base_version``).
     tags.update({str(k): str(v) for k, v in (trained.info.get("registry_tags") or {}).items()})
@@ -150,9 +157,12 @@ def register_recommender(trained: TrainedModel, data: SequenceDataset, report: E
     else:
         old = current.tags.get("selection_value")
         same_metric = current.tags.get("selection_metric") == selection_metric
-        if old is None or not same_metric:
-            promote, reason = True, (f"champion v{current.version} has no comparable {selection_metric}; "
-                                     f"promoting v{version} ({new_value:.4f})")
+        # A figure measured with history items as candidates is not comparable with one that excluded them (a
+        # version registered before the setting existed excluded them).
+        same_candidates = current.tags.get("history_items", "excluded") == tags["history_items"]
+        if old is None or not same_metric or not same_candidates:
+            promote, reason = True, (f"champion v{current.version} has no comparable {selection_metric} "
+                                     f"(history_items {tags['history_items']}); promoting v{version} ({new_value:.4f})")
         elif new_value > float(old):
             promote, reason = True, f"{selection_metric} {new_value:.4f} beats champion v{current.version} ({float(old):.4f})"
         else:

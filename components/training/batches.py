@@ -32,11 +32,18 @@ def gather_windows(data: SequenceDataset, start: np.ndarray, end: np.ndarray,
     return items, behaviors
 
 
-def training_users(data: SequenceDataset, users: np.ndarray) -> np.ndarray:
-    """The users whose training prefix holds at least one (input, next event) pair."""
+def training_users(data: SequenceDataset, users: np.ndarray, zero_shot: bool = False) -> np.ndarray:
+    """The users whose training prefix holds at least one (input, next event) pair; with ``zero_shot`` also those
+    whose first training event is of a target behavior (a zero-shot example, possibly their only event)."""
     users = np.asarray(users, dtype=np.int64)
     length = data.train_end[users] - data.offsets[users]
-    return users[length >= 2]
+    keep = length >= 2
+    if zero_shot:
+        has = length >= 1
+        first_is_target = np.zeros(users.shape, dtype=bool)
+        first_is_target[has] = np.isin(data.behaviors[data.offsets[users[has]]], np.asarray(data.target_behaviors))
+        keep |= has & first_is_target
+    return users[keep]
 
 
 def training_batches(
@@ -47,6 +54,7 @@ def training_batches(
     rng: np.random.Generator,
     train_on: Literal["target", "all"] = "target",
     with_users: bool = False,
+    zero_shot: bool = False,
 ) -> Iterator[tuple[Tensor, ...]]:
     """Shuffled next-item batches over the training prefixes of ``users``.
 
@@ -57,12 +65,19 @@ def training_batches(
     carry every behavior, but only target events are predicted, matching what evaluation asks for.
     Users with fewer than two training events are skipped.  ``with_users`` appends the batch's user ids [B]
     (models that read user profiles need them).
+
+    ``zero_shot`` (prompt tuning for cold-start users) also marks each user's *zero-shot example*: its first
+    training event predicted from an empty history.  In a window ``[pad ... pad | e_1 ... e_n]`` the column just
+    left of ``e_1`` holds padding as input and ``e_1`` as label; label_mask is set there when the window reaches
+    back to the first event (a prefix of at most ``max_len`` events) and that event is of a target behavior (what
+    a zero-shot test instance asks for).  Being an ordinary labelled position, its sampled negative is drawn and
+    checked like every other; and a user whose single training event is such an example is kept.
     """
     if train_on not in ("target", "all"):
         raise ValueError(f"training_batches: train_on must be 'target' or 'all', got {train_on!r}")
     if max_len < 1 or batch_size < 1:
         raise ValueError(f"training_batches: max_len ({max_len}) and batch_size ({batch_size}) must be >= 1")
-    users = training_users(data, users)
+    users = training_users(data, users, zero_shot)
     order = users[rng.permutation(len(users))]
     targets = np.asarray(data.target_behaviors, dtype=np.int64)
     for lo in range(0, len(order), batch_size):
@@ -73,6 +88,13 @@ def training_batches(
         mask = (items != 0) & (labels != 0)
         if train_on == "target":
             mask &= np.isin(label_beh, targets)
+        if zero_shot:  # the column left of the first training event: padding in, first event out
+            length = (data.train_end[u] - data.offsets[u]).astype(np.int64)
+            reach = (length >= 1) & (length <= max_len)
+            col = np.where(reach, max_len - length, 0)
+            rows = np.arange(len(u))
+            zero = reach & np.isin(label_beh[rows, col], targets)
+            mask[rows[zero], col[zero]] = True
         batch = (torch.from_numpy(np.ascontiguousarray(items)), torch.from_numpy(np.ascontiguousarray(behaviors)),
                  torch.from_numpy(np.ascontiguousarray(labels)), torch.from_numpy(mask))
         yield (*batch, torch.from_numpy(u.astype(np.int64))) if with_users else batch
@@ -99,15 +121,16 @@ class EvalBatch:
 def eval_batches(
     data: SequenceDataset,
     target_set: str | TargetSet,
-    max_len: int,
+    max_len: int | None,
     batch_size: int,
     subset: np.ndarray | None = None,
 ) -> Iterator[EvalBatch]:
     """Batches of evaluation instances in target-set order (optionally only rows where ``subset`` is true).
 
     History = the user's events (all behaviors) before the target's position; zero-shot instances have none.
-    The model sees the last ``max_len`` of them; the exclude source covers the whole history, because an item
-    the user already acted on is excluded from full ranking however long ago that was.
+    The model sees the last ``max_len`` of them (None: all of them, the batch as wide as its longest history);
+    the exclude source covers the whole history, because an item the user already acted on is excluded from full
+    ranking however long ago that was.
     """
     ts = data.targets[target_set] if isinstance(target_set, str) else target_set
     rows = np.arange(len(ts), dtype=np.int64)
@@ -121,8 +144,9 @@ def eval_batches(
         r = rows[lo:lo + batch_size]
         start = hist_start_all[r]
         end = ts.positions[r].astype(np.int64)
-        items, behaviors = gather_windows(data, start, end, max_len)
         lens = end - start
+        width = max_len if max_len is not None else max(1, int(lens.max(initial=0)))
+        items, behaviors = gather_windows(data, start, end, width)
         # Flat indices of every history event of the batch: start[i] + 0..lens[i]-1 for each row i.
         h_rows = np.repeat(np.arange(len(r), dtype=np.int64), lens)
         first = np.repeat(start - np.concatenate(([0], np.cumsum(lens)[:-1])), lens)

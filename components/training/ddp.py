@@ -63,7 +63,7 @@ def build_data(config: dict, raw_path: str | None, seed: int):
     raw = read_dataset(params["dataset"], raw_path or params["raw_path"], mapping=params.get("mapping"), **ingest)
     cleaned = clean_interactions(raw.interactions, from_dict(CleanConfig, step("clean").get("rules"), where="clean"))
     split = from_dict(SplitConfig, {**(step("split").get("settings") or {}), "seed": seed}, where="split")
-    return build_sequences(cleaned, raw.profiles, split), step("pretrain")
+    return build_sequences(cleaned, raw.profiles, split, dataset=params["dataset"]), step("pretrain")
 
 
 def save_trained(trained, out: Path) -> None:

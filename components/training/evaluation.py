@@ -2,10 +2,17 @@
 
 Metric names carry their protocol, because the two are not comparable (sampled numbers are much higher):
 ``sampled{m}_hr_at_10`` ranks the target against the m negatives stored with the split (m = 99 usually), the same
-ones for every model; ``full_hr_at_10`` ranks it against every item.  Full ranking drops from the candidate list
-the items in the user's history other than the target (RecBole's convention: a recommender is not asked to
-re-recommend what the user already has; the target stays a candidate even when it occurred earlier, e.g. an item
-clicked and then bought).  ``exclude_history=False`` ranks against all items instead.  Ties are pessimistic (see
+ones for every model; ``full_hr_at_10`` ranks it against every item.
+
+Which items are candidates follows the split's ``history_items`` setting (``data.meta["history_items"]``, see
+``components.data.split``), so that no candidate set ever depends on which item is the target:
+- ``candidates`` (multi-behavior logs, where most next buys are items the user already clicked): full ranking
+  ranks the target against every item, the user's history included; the stored negatives were drawn from every
+  item but the target.
+- ``excluded`` (ML-1M, where a user rates a movie once): the user's history items are not candidates; the split
+  has already dropped the (rare) targets that occur in their own history, so excluding the history never removes
+  a target's competitors selectively.  The stored negatives were drawn from items the user never touched.
+``exclude_history`` overrides the setting (True/False); None (default) follows it.  Ties are pessimistic (see
 ``components.metrics.ranking``).
 """
 
@@ -49,6 +56,18 @@ def resolve_device(device: str | torch.device | None, model: object | None = Non
     return torch.device(device)
 
 
+HISTORY_ITEMS = ("candidates", "excluded")
+
+
+def history_excluded(data: SequenceDataset) -> bool:
+    """Whether the split's ``history_items`` setting excludes history items from candidates (data split before the
+    setting existed drew its negatives from never-touched items: ``excluded``)."""
+    mode = data.meta.get("history_items", "excluded")
+    if mode not in HISTORY_ITEMS:
+        raise ValueError(f"dataset meta history_items={mode!r}; expected one of {HISTORY_ITEMS}")
+    return mode == "excluded"
+
+
 @torch.no_grad()
 def evaluate(
     model: Scorer,
@@ -59,14 +78,18 @@ def evaluate(
     protocols: Sequence[str] = ("sampled", "full"),
     batch_size: int = 256,
     device: str | torch.device | None = None,
-    exclude_history: bool = True,
+    exclude_history: bool | None = None,
     subset: np.ndarray | None = None,
     max_len: int | None = None,
+    per_instance: dict | None = None,
 ) -> dict[str, float]:
     """Metrics of ``model`` on one target set: ``{protocol}_{metric}`` plus ``n`` (instances evaluated).
 
     ``subset`` (bool over the target set's instances) restricts evaluation, e.g. to ``zero_shot`` rows of
-    ``cold_test``.  ``max_len`` defaults to the model's own window.  The model is put in eval mode and given back
+    ``cold_test``.  ``max_len`` defaults to the model's own window; a model whose ``max_len`` is None (the history
+    baseline) reads each instance's whole history.  ``per_instance``, when a dict, is filled with numpy arrays
+    per evaluated instance, in target-set order: ``index`` (row of the target set), ``users``, ``sampled_rank``,
+    ``full_rank`` and ``full_candidates`` (the protocols evaluated), for paired comparisons between models.  The model is put in eval mode and given back
     in the mode it came in.  Full ranking holds a [batch_size, n_items + 1] score matrix plus two bool masks of
     that shape on the device: lower ``batch_size`` for catalogs of millions of items.
     """
@@ -82,7 +105,10 @@ def evaluate(
     dev = resolve_device(device, model)
     if max_len is None and not hasattr(model, "max_len"):
         raise TypeError(f"evaluate: {type(model).__name__} has no max_len attribute; pass max_len=")
-    window = int(max_len if max_len is not None else model.max_len)
+    window = max_len if max_len is not None else model.max_len
+    window = None if window is None else int(window)
+    if exclude_history is None:
+        exclude_history = history_excluded(data)
     m = int(ts.negatives.shape[1]) if ts.negatives.ndim == 2 else 0
     do_sampled = "sampled" in protocols and m > 0
     if "sampled" in protocols and m == 0:
@@ -97,12 +123,14 @@ def evaluate(
     sampled_ranks: list[Tensor] = []
     full_ranks: list[Tensor] = []
     full_cands: list[Tensor] = []
+    rows: list[np.ndarray] = []
     n = 0
     try:
         for b in eval_batches(data, ts, window, batch_size, subset=subset):
             items, behaviors = b.items.to(dev), b.behaviors.to(dev)
             targets = b.targets.to(dev)
             n += len(targets)
+            rows.append(b.index)
             extra = {}
             if profile_rows is not None:
                 extra["profiles"] = torch.from_numpy(profile_rows[b.users]).to(dev)
@@ -119,6 +147,14 @@ def evaluate(
         if hasattr(model, "train"):
             model.train(was_training)
 
+    if per_instance is not None:
+        index = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        per_instance.update(index=index, users=ts.users[index].astype(np.int64))
+        if do_sampled:
+            per_instance["sampled_rank"] = torch.cat(sampled_ranks).numpy() if sampled_ranks else np.zeros(0, np.int64)
+        if do_full:
+            per_instance["full_rank"] = torch.cat(full_ranks).numpy() if full_ranks else np.zeros(0, np.int64)
+            per_instance["full_candidates"] = torch.cat(full_cands).numpy() if full_cands else np.zeros(0, np.int64)
     out: dict[str, float] = {"n": n}
     if do_sampled:
         r = torch.cat(sampled_ranks) if sampled_ranks else torch.zeros(0, dtype=torch.long)

@@ -21,26 +21,42 @@ logger = logging.getLogger(__name__)
 
 def model_config(data: SequenceDataset, settings: dict | None, seed: int = 0) -> tuple[str, dict]:
     """Architecture name and its config, with the sizes that come from the data (and the run's seed, for the
-    initial weights, unless the model settings name their own) filled in."""
+    initial weights, unless the model settings name their own) filled in.  ``repeat: true`` (or a dict of the
+    head's options) wraps the named encoder in the repeat-aware head (architecture ``repeat``)."""
     settings = dict(settings or {})
     name = settings.pop("name", "sasrec")
+    repeat = settings.pop("repeat", False)  # true, or the repeat head's own options (components.models.repeat)
     _, cfg_cls = model_classes(name)
     cfg = from_dict(cfg_cls, {"n_items": data.n_items, "n_behaviors": data.n_behaviors, "seed": seed, **settings},
                     where=f"steps.pretrain.parameters.model ({name})")
-    return name, vars(cfg).copy()
+    if not repeat:
+        return name, vars(cfg).copy()
+    from components.models.repeat import RepeatAwareConfig
+
+    options = repeat if isinstance(repeat, dict) else {}
+    head = from_dict(RepeatAwareConfig, {"n_items": data.n_items, "n_behaviors": data.n_behaviors,
+                                         "seed": cfg.seed, **options, "encoder": name,
+                                         "encoder_config": vars(cfg).copy()},
+                     where="steps.pretrain.parameters.model.repeat")
+    return "repeat", vars(head).copy()
 
 
 def code_key(architecture: str) -> str:
     """Digest of the source that decides what training computes: a checkpoint written by other code (a fixed
     model, a changed loss) must never be resumed as if it were this code's.  Covers the trainer, the batching,
-    this module and every file of ``components/models`` (encoders build on each other), read from disk so the
+    this module, the validation code (evaluation, ranking) and every file of ``components/models`` (encoders
+    build on each other), read from disk so the
     digest does not depend on what happens to be imported."""
+    import components.metrics.ranking
     import components.models
     import components.training.batches
+    import components.training.evaluation
     import components.training.trainer
 
     model_classes(architecture)  # an unknown architecture fails here, before any training
-    files = [Path(components.training.trainer.__file__), Path(components.training.batches.__file__), Path(__file__)]
+    # evaluation and ranking decide early stopping, so which epoch a resumed run keeps.
+    files = [Path(components.training.trainer.__file__), Path(components.training.batches.__file__), Path(__file__),
+             Path(components.training.evaluation.__file__), Path(components.metrics.ranking.__file__)]
     files += sorted(Path(components.models.__file__).parent.glob("*.py"))
     digest = hashlib.sha256()
     for path in files:

@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 
 from components.data.sequences import SequenceDataset
 from components.training.batches import training_batches, training_users
-from components.training.evaluation import evaluate, resolve_device
+from components.training.evaluation import evaluate, history_excluded, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -137,16 +137,38 @@ class TrainResult:
 
 
 # ---- losses ------------------------------------------------------------------------------------------------------
-def sample_negatives(labels: np.ndarray, n_items: int, rng: np.random.Generator) -> np.ndarray:
-    """One uniform item per position, never equal to that position's label (redrawn until it differs)."""
+def sample_negatives(labels: np.ndarray, n_items: int, rng: np.random.Generator,
+                     avoid: np.ndarray | None = None) -> np.ndarray:
+    """One uniform item per position, never equal to that position's label (redrawn until it differs).
+
+    ``avoid`` [B, W] (item ids, 0 ignored): items a row's negatives must also not be, e.g. the row's history when
+    the split excludes history items from candidates (``history_items: excluded``)."""
     if n_items < 2:
         raise ValueError(f"sample_negatives: need at least 2 items to draw a negative, have {n_items}")
     neg = rng.integers(1, n_items + 1, size=labels.shape)
-    clash = neg == labels
-    while clash.any():
+    if avoid is not None:
+        base = n_items + 1
+        rows = np.arange(labels.shape[0], dtype=np.int64)[:, None]
+        banned = np.unique((rows * base + np.asarray(avoid, np.int64))[np.asarray(avoid) != 0])
+        if labels.ndim != 2 or avoid.shape[0] != labels.shape[0]:
+            raise ValueError(f"sample_negatives: avoid {avoid.shape} must have labels' rows {labels.shape}")
+
+        def in_banned(x: np.ndarray) -> np.ndarray:
+            if banned.size == 0:
+                return np.zeros(x.shape, bool)
+            keys = rows * base + x
+            pos = np.searchsorted(banned, keys).clip(max=banned.size - 1)
+            return banned[pos] == keys
+    else:
+        def in_banned(x: np.ndarray) -> np.ndarray:
+            return np.zeros(x.shape, bool)
+    clash = (neg == labels) | in_banned(neg)
+    for _ in range(1000):
+        if not clash.any():
+            return neg
         neg[clash] = rng.integers(1, n_items + 1, size=int(clash.sum()))
-        clash = neg == labels
-    return neg
+        clash = (neg == labels) | in_banned(neg)
+    raise ValueError("sample_negatives: a row's history covers (nearly) every item; no negative left to draw")
 
 
 #: Largest [positions x items] logit matrix the full-softmax loss materialises at once (fp32: 512 MB).  Bigger
@@ -304,6 +326,7 @@ def train(
     checkpoint_dir: Path | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
     users: np.ndarray | None = None,
+    zero_shot_examples: bool = False,
 ) -> TrainResult:
     """Train ``model`` on the training prefixes of ``users`` (default: the warm users).
 
@@ -311,6 +334,7 @@ def train(
     ``cfg.valid_set``; at the end the best weights are loaded back into ``model``.  With ``checkpoint_dir`` a
     checkpoint is written after every epoch and a matching one found there is resumed from.
     ``on_epoch_end(epoch, record)`` receives each epoch's record (e.g. to log it to MLflow).
+    ``zero_shot_examples`` (prompt tuning) adds each user's zero-shot example to its row (``training_batches``).
     """
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -329,7 +353,7 @@ def train(
     if n_items != data.n_items:
         raise ValueError(f"train: model has n_items={n_items}, dataset has n_items={data.n_items}")
     max_len = int(getattr(model, "max_len"))
-    train_users = training_users(data, data.warm_users if users is None else users)
+    train_users = training_users(data, data.warm_users if users is None else users, zero_shot_examples)
     if len(train_users) == 0:
         raise ValueError("train: no user has at least two events in its training prefix (offsets[u]:train_end[u])")
     if cfg.valid_set is not None and cfg.valid_set not in data.targets:
@@ -385,6 +409,9 @@ def train(
     # Models that read user profiles (components.tuning) get each batch user's profile codes.
     profile_rows = model.profile_table(data) if getattr(model, "uses_profiles", False) else None
     protocol = "full" if cfg.valid_metric.startswith("full_") else "sampled"
+    # Sampled training negatives follow the split's history_items setting: history items are negatives only where
+    # they are candidates at evaluation.
+    avoid_history = history_excluded(data)
 
     for epoch in range(start_epoch, cfg.epochs + 1):
         if st["stopped_early"]:
@@ -394,7 +421,7 @@ def train(
         loss_sum, n_steps = 0.0, 0
         shard = train_users if world == 1 else epoch_shard(train_users, cfg.seed, epoch, rank, world)
         batches = training_batches(data, shard, max_len, cfg.batch_size, rng, cfg.train_on,
-                                   with_users=profile_rows is not None)
+                                   with_users=profile_rows is not None, zero_shot=zero_shot_examples)
         bar = tqdm(batches, total=steps, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
                    disable=None if cfg.progress and rank == 0 else True)
         for step, (items, behaviors, labels, mask, *batch_users) in enumerate(bar):
@@ -405,7 +432,8 @@ def train(
                 profiles = torch.from_numpy(profile_rows[batch_users[0].numpy()]).to(device)
             negatives = None
             if cfg.loss != "ce":
-                negatives = torch.from_numpy(sample_negatives(labels.numpy(), data.n_items, rng)).to(device)
+                avoid = torch.cat([items, labels], 1).numpy() if avoid_history else None
+                negatives = torch.from_numpy(sample_negatives(labels.numpy(), data.n_items, rng, avoid)).to(device)
             labelled = bool(mask.any())
             if not labelled and world == 1:
                 continue  # no labelled position in this batch (possible with sparse target behaviors)

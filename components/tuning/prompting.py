@@ -13,7 +13,12 @@ Choices, stated because the papers leave them open:
   causal mask (SASRec) or mixed in by the causal frequency filter (EBM); not key/value prefixes.
 - Layer-wise prompts (DPCPL's progressive prompts): before layer l >= 1 the prompt slots' hidden states are
   replaced by that layer's prompt, so every layer reads a prompt of its own (P-Tuning v2's deep prompts).
+- Per-position prompts (CPL's causal user prompts, ``position_prompts``): before layer l, each event's hidden
+  state gets that layer's prompt for its own position added, a prompt computed from the events up to it only.
+  Padding and the prompt slots get nothing, so the additions keep the encoder causal and padding-independent.
 - The state at the last prompt slot is the user's state with no history at all: what a zero-shot user gets.
+- Events the encoder drops (END4Rec's hard noise eliminator) stay out of every later position's input, as in
+  pre-training (``run_stack``'s ``tokens``).
 """
 
 from __future__ import annotations
@@ -24,13 +29,16 @@ from torch import Tensor
 
 def prompted_states(encoder, items: Tensor, behaviors: Tensor, prompts: Tensor,
                     layer_prompts: list[Tensor] | None = None,
-                    event_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                    event_mask: Tensor | None = None,
+                    position_prompts: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """Hidden states of the events [B, N, d] and the prompt-only state [B, d].
 
     ``prompts`` [B, n, d] (n >= 1) go in at the input; ``layer_prompts[l]`` [B, n, d], when given, replaces the
     slots before layer l (index 0 is ignored: the input prompt is ``prompts``).  ``event_mask`` [B, N] bool zeroes
-    those events' embeddings while keeping them in the sequence (PPR's item-masking augmentation)."""
-    x, valid, beh = encoder.embed_for_prompting(items, behaviors)  # [B, N, d], [B, N], [B, N]
+    those events' embeddings while keeping them in the sequence (PPR's item-masking augmentation).
+    ``position_prompts[l]`` [B, N, d], when given, is added to the events' hidden states before layer l (index 0:
+    to their embeddings); padding columns of it are ignored."""
+    x, valid, beh, tokens = encoder.stack_inputs(items, behaviors)  # [B, N, d], [B, N], [B, N], [B, N]
     if event_mask is not None:
         x = x.masked_fill(event_mask[..., None], 0.0)
     B, N, d = x.shape
@@ -45,13 +53,24 @@ def prompted_states(encoder, items: Tensor, behaviors: Tensor, prompts: Tensor,
     rows = torch.arange(B, device=x.device)[:, None].expand(B, n)
     xf = xf.index_put((rows, slots), prompts.to(xf.dtype))
     vf = vf.index_put((rows, slots), torch.ones_like(slots, dtype=torch.bool))
+    # The slots later positions may read: the prompts and the events the encoder keeps (END4Rec's eliminator takes
+    # the events it drops out, as in pre-training).
+    tf = torch.cat([tokens.new_zeros(B, n), tokens], dim=1)
+    tf = tf.index_put((rows, slots), torch.ones_like(slots, dtype=tf.dtype))
+
+    added = None
+    if position_prompts is not None:
+        events = valid[..., None]
+        added = [torch.cat([p.new_zeros(B, n, d), p * events.to(p.dtype)], dim=1) for p in position_prompts]
 
     hook = None
-    if layer_prompts is not None:
+    if layer_prompts is not None or added is not None:
         def hook(layer: int, h: Tensor) -> Tensor:
-            if layer == 0:
-                return h
-            return h.index_put((rows, slots), layer_prompts[layer].to(h.dtype))
+            if layer_prompts is not None and layer > 0:
+                h = h.index_put((rows, slots), layer_prompts[layer].to(h.dtype))
+            if added is not None:
+                h = h + added[layer].to(h.dtype)
+            return h
 
-    h = encoder.run_stack(xf, vf, bf, hook)  # [B, n+N, d]
+    h = encoder.run_stack(xf, vf, bf, hook, tokens=tf)  # [B, n+N, d]
     return h[:, n:], h[torch.arange(B, device=x.device), slots[:, -1]]

@@ -3,7 +3,9 @@
 The tuned model trains on the cold **tuning** users' sequences (``data.cold_tune_users``, everything before each
 one's last target event) and selects its epoch on their last target events (``cold_valid``); the cold **test**
 users are never seen.  Methods with a frozen base (``ppr_light``, ``cpl``, ``pomrec``) are checked after tuning:
-every base tensor must be bit-identical to the pre-trained one, else this raises.
+every base tensor must be bit-identical to the pre-trained one, else this raises.  The batches are the trainer's
+next-item windows plus each user's zero-shot example, single-event users included (``train(...,
+zero_shot_examples=True)``, see :func:`components.training.batches.training_batches`).
 
 Efficiency figures go into ``info``: total and tuned parameter counts, the tuned share, the tuned parameters
 as a share of what full fine-tuning of the same base on the same data tunes (``tuned_vs_finetune``), and the
@@ -24,6 +26,7 @@ from components.models.trained import TUNED_PREFIX, TrainedModel
 from components.settings import from_dict
 from components.training.evaluation import resolve_device
 from components.training.trainer import TrainConfig, train
+from components.training.batches import training_users
 from components.tuning.methods import FROZEN_BASE, METHODS, TunedRecommender, TuningConfig
 from components.tuning.profiles import select_fields
 
@@ -75,9 +78,11 @@ def tune_model(base: TrainedModel, data: SequenceDataset, method: str, settings:
                 100 * counts["tuned_share"], len(data.cold_tune_users))
     if len(data.cold_tune_users) == 0:
         raise ValueError("tuning: the split has no cold tuning users (split.cold_mode / cold_threshold)")
+    if len(training_users(data, data.cold_tune_users, zero_shot=True)) == 0:
+        raise ValueError("tuning: no cold tuning user has a training event to learn from")
     torch.manual_seed(seed)
     start = time.perf_counter()
-    result = train(model, data, tcfg, users=data.cold_tune_users, on_epoch_end=on_epoch_end)
+    result = train(model, data, tcfg, users=data.cold_tune_users, on_epoch_end=on_epoch_end, zero_shot_examples=True)
     seconds = time.perf_counter() - start
     model.cpu()
     if frozen:

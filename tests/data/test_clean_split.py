@@ -61,6 +61,9 @@ def test_equal_timestamps_keep_file_order():
 
 
 def _check_instances(d):
+    """Targets, histories, repeat flags and negatives against a per-instance reference, for either
+    ``history_items`` setting."""
+    excluded = d.meta["history_items"] == "excluded"
     for name, ts in d.targets.items():
         assert (d.items[ts.positions] == ts.items).all(), name
         assert np.isin(d.behaviors[ts.positions], d.target_behaviors).all(), name
@@ -68,9 +71,13 @@ def _check_instances(d):
         assert ((ts.positions >= d.offsets[u]) & (ts.positions < d.offsets[u + 1])).all(), name
         for r in range(len(ts)):
             hist = set(d.items[d.offsets[u[r]]:d.offsets[u[r] + 1]].tolist())
+            before = set() if ts.zero_shot[r] else set(d.items[d.offsets[u[r]]:ts.positions[r]].tolist())
+            assert bool(ts.repeat[r]) == (int(ts.items[r]) in before), (name, r)
             negs = ts.negatives[r].tolist()
-            assert len(set(negs)) == len(negs) and not hist & set(negs), (name, r)
+            assert len(set(negs)) == len(negs) and int(ts.items[r]) not in negs, (name, r)
             assert min(negs) >= 1 and max(negs) <= d.n_items
+            if excluded:  # never-touched items only, and no repeat target is left
+                assert not hist & set(negs) and not ts.repeat[r], (name, r)
 
 
 def test_split_real_taobao_natural_cold(taobao_clean):
@@ -123,7 +130,37 @@ def test_simulated_cold_users_when_none_is_naturally_cold():
 def test_too_few_free_items_for_the_negatives():
     t = table(users=[1] * 6, items=[1, 2, 3, 4, 5, 6], behaviors=["buy"] * 6, ts=list(range(6)))
     with pytest.raises(SplitError, match="negatives"):
-        build_sequences(clean_interactions(t, CleanConfig()), None, SplitConfig(cold_threshold=3, n_negatives=5))
+        build_sequences(clean_interactions(t, CleanConfig()), None,
+                        SplitConfig(cold_threshold=3, n_negatives=5, history_items="excluded"))
+    with pytest.raises(SplitError, match="negatives"):  # every item but the target: 5 left, 6 asked
+        build_sequences(clean_interactions(t, CleanConfig()), None, SplitConfig(cold_threshold=3, n_negatives=6))
+    ok = build_sequences(clean_interactions(t, CleanConfig()), None, SplitConfig(cold_threshold=3, n_negatives=5))
+    assert ok.meta["history_items"] == "candidates"
+
+
+def test_history_items_defaults_and_the_repeat_share_of_the_taobao_head(taobao_clean):
+    from components.data.datasets import default_history_items
+
+    assert default_history_items("ml1m") == "excluded"
+    assert {default_history_items(d) for d in ("taobao", "ijcai15", "cikm2019", "generic")} == {"candidates"}
+    cfg = dict(target_behaviors=["buy"], cold_threshold=5, seed=1)
+    cand = build_sequences(taobao_clean, None, SplitConfig(**cfg), dataset="taobao")
+    assert cand.meta["history_items"] == "candidates"
+    test = cand.targets["test"]
+    # Most last buys on the head are items the user touched before (issue 11 measured 65.5% on the raw head).
+    assert 0.5 < test.repeat.mean() < 0.8 and cand.meta["repeat_share"]["test"] == pytest.approx(test.repeat.mean())
+    # Negatives may be the user's own history items now (they are candidates), never the target.
+    hist_negs = sum(len(set(test.negatives[r]) & set(cand.items[cand.offsets[u]:cand.offsets[u + 1]].tolist()))
+                    for r, u in enumerate(test.users.astype(np.int64)))
+    assert hist_negs > 0
+    _check_instances(cand)
+    with pytest.raises(SplitError, match="history_items"):
+        build_sequences(taobao_clean, None, SplitConfig(**cfg, history_items="sometimes"))
+    excl = build_sequences(taobao_clean, None, SplitConfig(**cfg, history_items="excluded"), dataset="taobao")
+    dropped = excl.meta["repeat_targets_dropped"]
+    assert dropped["test"] == int(test.repeat.sum()) and len(excl.targets["test"]) == len(test) - dropped["test"]
+    assert not excl.targets["test"].repeat.any()
+    _check_instances(excl)
 
 
 def test_dataset_round_trip(tmp_path, taobao_clean):
@@ -134,7 +171,15 @@ def test_dataset_round_trip(tmp_path, taobao_clean):
     e = SequenceDataset.load(tmp_path)
     assert e.meta == d.meta and e.behavior_names == d.behavior_names
     np.testing.assert_array_equal(e.targets["cold_test"].negatives, d.targets["cold_test"].negatives)
+    np.testing.assert_array_equal(e.targets["test"].repeat, d.targets["test"].repeat)
     np.testing.assert_array_equal(e.item_ids, d.item_ids)
+    # A split saved before the repeat flag existed gets it recomputed on load.
+    with np.load(tmp_path / "arrays.npz") as z:
+        arrays = {k: z[k] for k in z.files if not k.endswith(".repeat")}
+    np.savez(tmp_path / "arrays.npz", **arrays)
+    old = SequenceDataset.load(tmp_path)
+    for name in d.targets:
+        np.testing.assert_array_equal(old.targets[name].repeat, d.targets[name].repeat)
 
 
 def test_duplicates_match_a_pandas_reference_on_many_ties():

@@ -167,10 +167,12 @@ def check_contract(data: SequenceDataset) -> None:
         negs = np.sort(ts.negatives, axis=1)
         assert negs.size == 0 or (negs.min() >= 1 and negs.max() <= n_i), f"{name}: negative ids out of range"
         assert np.all(negs[:, 1:] != negs[:, :-1]), f"{name}: negatives repeat within an instance"
-        # Negatives avoid every item of the user (any behavior, whole history).
-        keys = ts.users.astype(np.int64)[:, None] * (n_i + 1) + ts.negatives
-        hit = np.searchsorted(seen, keys).clip(max=seen.size - 1)
-        assert not np.any(seen[hit] == keys), f"{name}: a negative is an item the user interacted with"
+        assert not np.any(ts.negatives == ts.items[:, None]), f"{name}: a negative is the target"
+        if data.meta.get("history_items", "excluded") == "excluded":
+            # Negatives avoid every item of the user (any behavior, whole history).
+            keys = ts.users.astype(np.int64)[:, None] * (n_i + 1) + ts.negatives
+            hit = np.searchsorted(seen, keys).clip(max=seen.size - 1)
+            assert not np.any(seen[hit] == keys), f"{name}: a negative is an item the user interacted with"
     for name, users in (("valid", data.warm_users), ("test", data.warm_users), ("cold_valid", data.cold_tune_users)):
         if name in data.targets:
             assert np.array_equal(np.sort(data.targets[name].users), np.sort(users)), f"{name}: wrong user set"

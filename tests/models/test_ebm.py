@@ -96,3 +96,28 @@ def test_behavior_changes_the_state_and_long_sequences_fit():
 def test_bad_config_is_refused():
     with pytest.raises(ValueError, match="divisible by chunks"):
         EBMConfig(n_items=5, n_behaviors=1, hidden=30, chunks=8)
+
+
+def test_a_slot_outside_tokens_gets_a_state_but_feeds_no_other_position():
+    """run_stack's ``tokens``: a valid slot that is no token (an event END4Rec dropped) is read by no later
+    position at any layer, whatever its input; it still gets a state of its own."""
+    model = _model(n_layers=3).eval()
+    with torch.no_grad():
+        for layer in model.layers:  # a behavior mixer off its identity start: it would carry the slot's behavior
+            layer.mixer.beta.weight.normal_()
+    items, behaviors = _batch(torch.Generator().manual_seed(5))
+    x, valid, beh, _ = model.stack_inputs(items, behaviors)
+    tokens = valid.clone()
+    tokens[:, 9] = False
+    other_x, other_beh = x.clone(), beh.clone()
+    other_x[:, 9] = torch.randn(3, 16)
+    other_beh[:, 9] = beh[:, 9] % 3 + 1
+    with torch.no_grad():
+        h = model.run_stack(x * tokens[..., None], valid, beh, tokens=tokens)
+        h2 = model.run_stack(other_x * tokens[..., None], valid, other_beh, tokens=tokens)
+        rest = torch.ones(16, dtype=torch.bool)
+        rest[9] = False
+        torch.testing.assert_close(h2[:, rest], h[:, rest], atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(h[0, 9], h[1, 9], atol=1e-3)  # its own state reads its row's tokens
+        # With every valid slot a token, ``tokens`` changes nothing.
+        torch.testing.assert_close(model.run_stack(x, valid, beh, tokens=valid), model.run_stack(x, valid, beh))

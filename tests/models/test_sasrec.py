@@ -157,3 +157,22 @@ def test_popularity_counts_only_warm_training_prefixes():
     cands = torch.tensor([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
     torch.testing.assert_close(pop.score_items(items, items, cands), pop.scores[cands])
     assert pop.score_all(items, items).shape == (3, data.n_items + 1)
+
+
+def test_a_slot_outside_tokens_is_no_key_but_still_a_query():
+    """run_stack's ``tokens``: later queries never attend to a valid slot outside ``tokens``; it gets a state."""
+    model = make_model()
+    items, behaviors = random_batch(seed=4)
+    x, valid, beh, _ = model.stack_inputs(items, behaviors)
+    tokens = valid.clone()
+    tokens[:, 4] = False
+    other = x.clone()
+    other[:, 4] = torch.randn(B, HIDDEN)
+    with torch.no_grad():
+        h = model.run_stack(x, valid, beh, tokens=tokens)
+        h2 = model.run_stack(other, valid, beh, tokens=tokens)
+    rest = torch.ones(N, dtype=torch.bool)
+    rest[4] = False
+    torch.testing.assert_close(h2[:, rest], h[:, rest], atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(h[:, 4]).all()
+    torch.testing.assert_close(model.run_stack(x, valid, beh, tokens=valid), model.run_stack(x, valid, beh))

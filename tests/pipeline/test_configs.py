@@ -100,7 +100,6 @@ def test_nested_settings_are_accepted_by_their_components(path: Path):
     from components.data.datasets import validation_config
     from components.data.drift import DriftConfig
     from components.data.split import SplitConfig
-    from components.models.trained import model_classes
     from components.settings import from_dict
     from components.training.trainer import TrainConfig
 
@@ -111,9 +110,12 @@ def test_nested_settings_are_accepted_by_their_components(path: Path):
     from_dict(CleanConfig, _step_params(cfg, "clean").get("rules"), where="clean")
     split_cfg = from_dict(SplitConfig, _step_params(cfg, "split").get("settings"), where="split")
 
-    model = dict(_step_params(cfg, "pretrain").get("model") or {})
-    _, cfg_cls = model_classes(model.pop("name", "sasrec"))
-    from_dict(cfg_cls, {"n_items": 10, "n_behaviors": 1, **model}, where="model")
+    # Parsed as pretrain parses it (model_config: the encoder's config, wrapped by the repeat head if asked).
+    from types import SimpleNamespace
+
+    from components.training.pretrain import model_config
+
+    model_config(SimpleNamespace(n_items=10, n_behaviors=1), _step_params(cfg, "pretrain").get("model"))
     train_cfg = from_dict(TrainConfig, _step_params(cfg, _train_step(cfg)).get("training"), where="training")
 
     # The metric names that tie steps together must name the protocol the split actually stores.

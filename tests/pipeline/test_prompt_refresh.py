@@ -103,7 +103,7 @@ def test_refreshed_model_recommends(refreshed, zenml_env, taobao_head):
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{new_version}")
     rows = [r.split(",") for r in taobao_head.read_text().splitlines()[:200]]
     history = [r[1] for r in rows if r[0] == rows[0][0]][:20]
-    out = model.predict(pd.DataFrame({"items": [history, ["never-seen"]]}), params={"k": 5})
+    out = model.predict(pd.DataFrame({"items": [history, ["never-seen"]]}), params={"k": 5, "exclude_seen": True})
     assert all(len(recs) == 5 and len(set(recs)) == 5 for recs in out["items"])
     assert not set(out["items"][0]) & set(history)
 

@@ -54,16 +54,30 @@ def test_run_registers_a_champion_that_recommends(first_run, zenml_env, taobao_h
     mlrun = client.get_run(champion.run_id)
     metrics = mlrun.data.metrics
     for key in ("test_sampled99_ndcg_at_10", "test_full_ndcg_at_10", "test_sampled99_auc",
-                "popularity_test_sampled99_hr_at_10", "valid_sampled99_ndcg_at_10", "n_parameters"):
+                "popularity_test_sampled99_hr_at_10", "valid_sampled99_ndcg_at_10", "n_parameters",
+                # issue 11: the history baseline, the repeat share and the repeat / new target groups
+                "test_repeat_share", "history_test_full_hr_at_10", "history_test_sampled99_hr_at_10",
+                "test_full_hr_at_10", "test_repeat_full_hr_at_10", "test_new_full_hr_at_10",
+                "history_test_repeat_full_hr_at_10", "popularity_test_new_full_hr_at_10"):
         assert key in metrics, key
+    # History items are candidates (taobao's history_items), so no repeat target is revealed: the history rule
+    # hits far fewer than the repeat share (under the old protocol it hit them all: 0.655 of 0.655).
+    assert 0.5 < metrics["test_repeat_share"] < 0.8
+    assert metrics["history_test_full_hr_at_10"] < metrics["test_repeat_share"] - 0.1
     for protocol in ("sampled99", "full"):
         per_epoch = client.get_metric_history(champion.run_id, f"epoch/valid_{protocol}_ndcg_at_10")
         assert [m.step for m in per_epoch] == [1, 2], protocol
     assert len(client.get_metric_history(champion.run_id, "epoch/loss")) == 2
     artifacts = {a.path for a in client.list_artifacts(champion.run_id, "evaluation")}
     assert "evaluation/training_curves.png" in artifacts
-    assert {a.path for a in client.list_artifacts(champion.run_id, "data")} >= {"data/validation.json"}
-    assert champion.tags["dataset"] == "taobao" and "sampled99" in champion.tags["protocol"]
+    assert "data/profile.json" in {a.path for a in client.list_artifacts(champion.run_id, "data")}
+    # validate logs its report into the run where it executed (the champion's run unless another module ran the
+    # same data first, when validate comes from the cache here)
+    assert any("data/validation.json" in {a.path for a in client.list_artifacts(mv.run_id, "data")}
+               for mv in client.search_model_versions(f"name='{MODEL}'"))
+    assert champion.tags["dataset"] == "taobao" and champion.tags["protocol"].startswith("full")
+    assert champion.tags["history_items"] == "candidates"
+    assert champion.tags["selection_metric"] == "valid_full_ndcg_at_10"
 
     mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
@@ -75,7 +89,12 @@ def test_run_registers_a_champion_that_recommends(first_run, zenml_env, taobao_h
     for recs in out["items"]:
         assert len(recs) == 7 and len(set(recs)) == 7
         assert set(recs) <= catalogue
-    assert not set(out["items"][0]) & set(history)  # seen items are excluded by default
+    # taobao keeps history items as answers by default (history_items: candidates), as they were evaluated;
+    # a caller may still exclude them.
+    unseen = model.predict(pd.DataFrame({"items": [history]}), params={"k": 7, "exclude_seen": True})
+    assert not set(unseen["items"][0]) & set(history)
+    shown = model.predict(pd.DataFrame({"items": [history]}), params={"k": 7, "exclude_seen": False})
+    assert shown["items"][0] == out["items"][0]
     scores = out["scores"][0]
     assert scores == sorted(scores, reverse=True)
 

@@ -109,7 +109,7 @@ def test_tuning_runs_log_their_efficiency_against_fine_tuning(runs):
 def test_evaluation_has_the_pre_train_only_row_and_the_cold_groups(runs):
     out, _, _, _ = runs
     report = out["ppr_light"].steps["evaluate"].outputs["evaluation"][0].load()
-    assert set(report.metrics) == {"tuned-ppr_light", "sasrec", "popularity"}
+    assert set(report.metrics) == {"tuned-ppr_light", "sasrec", "popularity", "history"}
     for group in ("cold_fewshot", "cold_zeroshot", "cold_joint", "cold_valid"):
         for model in ("tuned-ppr_light", "sasrec"):
             assert f"{group}_sampled99_hr_at_10" in report.metrics[model], (group, model)

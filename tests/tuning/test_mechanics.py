@@ -106,12 +106,16 @@ def test_cpl_tunes_without_profiles_from_the_behavior_sequence(taobao):
                                                "valid_protocols": ["sampled"]}, seed=0)
     assert tuned.info["base_frozen_verified"] and tuned.config["profile_fields"] == []
     model = tuned.build()
-    # Two users with the same (empty) profile but different behavior-type histories get different prompts.
+    # Two users with the same (empty) profile but different behavior-type histories get different per-position
+    # prompts, and different states; with no history at all they share the prefix (it carries no history).
     items = torch.tensor([[0, 3, 4, 5], [0, 3, 4, 5]])
     behaviors = torch.tensor([[0, 1, 1, 1], [0, 4, 4, 4]])
     with torch.no_grad():
-        prompts = model._cpl_prompts(items, behaviors, None)
-    assert not torch.allclose(prompts[0][0], prompts[0][1])
+        prefix, positions, _ = model._cpl_prompts(items, behaviors, None)
+        states = model.sequence_states(items, behaviors)
+    assert not torch.allclose(positions[0][0, -1], positions[0][1, -1])
+    assert not torch.allclose(states[0, -1], states[1, -1])
+    torch.testing.assert_close(prefix[0][0], prefix[0][1])
 
 
 @pytest.mark.parametrize("architecture", ["ebm", "end4rec"])

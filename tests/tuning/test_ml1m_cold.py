@@ -27,7 +27,7 @@ ML1M = REPO / "data" / "ml-1m"
 PRETRAIN_EPOCHS = 6
 #: The modules each frozen-base method may tune (prefixes of parameter names).
 TUNED_MODULES = {"ppr_light": ("profile.", "generator.", "side."),
-                 "cpl": ("profile.", "behavior_emb.", "gru.", "user_enc.", "factors", "gates."),
+                 "cpl": ("profile.", "behavior_emb.", "gru.", "user_enc.", "factors", "gates.", "position_scale"),
                  "pomrec": ("head.", "profile.", "side.")}
 
 
