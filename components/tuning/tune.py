@@ -22,11 +22,11 @@ from typing import Callable
 import torch
 
 from components.data.sequences import SequenceDataset
-from components.models.trained import TUNED_PREFIX, TrainedModel
+from components.models.trained import ARCHITECTURES, TUNED_PREFIX, TrainedModel, model_classes
 from components.settings import from_dict
+from components.training.batches import training_users
 from components.training.evaluation import resolve_device
 from components.training.trainer import TrainConfig, train
-from components.training.batches import training_users
 from components.tuning.methods import FROZEN_BASE, METHODS, TunedRecommender, TuningConfig
 from components.tuning.profiles import select_fields
 
@@ -37,6 +37,15 @@ logger = logging.getLogger(__name__)
 TUNING_TRAIN_DEFAULTS = {"valid_set": "cold_valid", "epochs": 20, "patience": 5}
 
 
+def takes_prompts(architecture: str) -> bool:
+    """Whether prompt tuning can wrap this registered architecture: a NextItemEncoder with its own ``run_stack``
+    (SASRec, EBM, END4Rec; not the repeat head, whose encoder is wrapped, nor PoMRec as a model of its own)."""
+    from components.models.base import NextItemEncoder
+
+    cls = model_classes(architecture)[0]
+    return issubclass(cls, NextItemEncoder) and cls.run_stack is not NextItemEncoder.run_stack
+
+
 def tuning_config(method: str, base: TrainedModel, data: SequenceDataset, settings: dict | None,
                   seed: int) -> TuningConfig:
     """The method's config for ``base`` on ``data`` (profile fields and vocabularies read from the data)."""
@@ -44,6 +53,9 @@ def tuning_config(method: str, base: TrainedModel, data: SequenceDataset, settin
         raise ValueError(f"tuning: unknown method {method!r}; use one of {list(METHODS)} (or none)")
     if base.architecture.startswith(TUNED_PREFIX):
         raise ValueError(f"tuning: the base is already tuned ({base.architecture}); tune a pre-trained encoder")
+    if not takes_prompts(base.architecture):
+        raise ValueError(f"tuning: the base {base.architecture!r} has no encoder stack to put prompts into; tune a "
+                         f"pre-trained {', '.join(a for a in ARCHITECTURES if takes_prompts(a))} model")
     settings = dict(settings or {})
     fields, vocab = select_fields(data, settings.pop("profile_fields", None))
     return from_dict(TuningConfig, {

@@ -33,9 +33,9 @@ import torch
 from torch import Tensor, nn
 
 import components.training.trainer as trainer_module
-from components.models.base import NextItemEncoder
 from components.models.trained import ARCHITECTURES, TUNED_PREFIX, build_model, model_classes
 from components.tuning.methods import METHODS, TunedRecommender, TuningConfig
+from components.tuning.tune import takes_prompts
 
 from .synthetic import one_torch_thread  # noqa: F401  (autouse fixture)
 
@@ -57,12 +57,7 @@ def _encoder_config(name: str) -> dict:
     return {"n_items": N_ITEMS, "n_behaviors": N_BEHAVIORS, "seed": 0, **{k: v for k, v in SMALL.items() if k in known}}
 
 
-def _takes_prompts(name: str) -> bool:
-    cls = model_classes(name)[0]
-    return issubclass(cls, NextItemEncoder) and cls.run_stack is not NextItemEncoder.run_stack
-
-
-PROMPT_BASES = [a for a in ARCHITECTURES if _takes_prompts(a)]
+PROMPT_BASES = [a for a in ARCHITECTURES if takes_prompts(a)]
 MODELS = list(ARCHITECTURES) + [f"{TUNED_PREFIX}{m}@{b}" for m in METHODS for b in PROMPT_BASES]
 
 

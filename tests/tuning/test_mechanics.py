@@ -141,3 +141,19 @@ def test_tuning_config_refuses_unknown_settings(taobao):
     with pytest.raises(ValueError, match="method"):
         TunedRecommender(TuningConfig(method="lora", base_architecture="sasrec", base_config=base.config,
                                       n_items=data.n_items))
+
+
+def test_tuning_refuses_a_base_without_an_encoder_stack():
+    """The repeat head and PoMRec-as-a-model have no stack to put prompts into: a clear error, not an
+    AttributeError deep in the prompting code."""
+    from types import SimpleNamespace
+
+    from components.models.trained import TrainedModel
+    from components.tuning.tune import takes_prompts, tuning_config
+
+    assert [a for a in ("sasrec", "ebm", "end4rec", "repeat", "pomrec") if takes_prompts(a)] == ["sasrec", "ebm", "end4rec"]
+    base = TrainedModel(architecture="repeat", config={"n_items": 5, "n_behaviors": 1, "encoder": "sasrec"},
+                        state_dict={})
+    data = SimpleNamespace(target_behaviors=[1], profile_fields=[], profile_vocab=[])
+    with pytest.raises(ValueError, match="no encoder stack"):
+        tuning_config("cpl", base, data, None, seed=0)
