@@ -100,6 +100,7 @@ class Recommender:
         items = np.zeros((n, self.max_len), np.int64)
         behs = np.zeros((n, self.max_len), np.int64)
         unknown: list[list[str]] = []
+        seen: list[list[int]] = []  # every known history item of each row, not only the window the model reads
         for r, hist in enumerate(histories):
             names = behaviors[r] if behaviors is not None else [self.default_behavior] * len(hist)
             if len(names) != len(hist):
@@ -109,7 +110,9 @@ class Recommender:
             bad = [b for b in names if b not in self.behavior_names]
             if bad:
                 raise ValueError(f"row {r}: unknown behavior(s) {sorted(set(bad))}; known: {self.behavior_names}")
-            pairs = [(c, self.behavior_names.index(b) + 1) for c, b in pairs if c is not None][-self.max_len:]
+            pairs = [(c, self.behavior_names.index(b) + 1) for c, b in pairs if c is not None]
+            seen.append([c for c, _ in pairs])
+            pairs = pairs[-self.max_len:]
             if pairs:
                 items[r, -len(pairs):] = [c for c, _ in pairs]
                 behs[r, -len(pairs):] = [b for _, b in pairs]
@@ -126,8 +129,6 @@ class Recommender:
         if exclude_seen is None:
             exclude_seen = self.exclude_seen_default
         if exclude_seen:
-            # Every history item, not only the window the model reads.
-            seen = [[c for c in (self.index.get(str(i)) for i in hist) if c is not None] for hist in histories]
             rows = [r for r, s in enumerate(seen) for _ in s]
             if rows:
                 scores[torch.as_tensor(rows, device=self.device),

@@ -145,23 +145,21 @@ def sample_negatives(labels: np.ndarray, n_items: int, rng: np.random.Generator,
     the split excludes history items from candidates (``history_items: excluded``)."""
     if n_items < 2:
         raise ValueError(f"sample_negatives: need at least 2 items to draw a negative, have {n_items}")
-    neg = rng.integers(1, n_items + 1, size=labels.shape)
+    base = n_items + 1
+    rows = np.arange(labels.shape[0], dtype=np.int64)[:, None]
+    banned = np.zeros(0, np.int64)  # sorted row * base + item keys of every row's avoided items
     if avoid is not None:
-        base = n_items + 1
-        rows = np.arange(labels.shape[0], dtype=np.int64)[:, None]
-        banned = np.unique((rows * base + np.asarray(avoid, np.int64))[np.asarray(avoid) != 0])
         if labels.ndim != 2 or avoid.shape[0] != labels.shape[0]:
             raise ValueError(f"sample_negatives: avoid {avoid.shape} must have labels' rows {labels.shape}")
+        banned = np.unique((rows * base + np.asarray(avoid, np.int64))[np.asarray(avoid) != 0])
 
-        def in_banned(x: np.ndarray) -> np.ndarray:
-            if banned.size == 0:
-                return np.zeros(x.shape, bool)
-            keys = rows * base + x
-            pos = np.searchsorted(banned, keys).clip(max=banned.size - 1)
-            return banned[pos] == keys
-    else:
-        def in_banned(x: np.ndarray) -> np.ndarray:
+    def in_banned(x: np.ndarray) -> np.ndarray:
+        if banned.size == 0:
             return np.zeros(x.shape, bool)
+        keys = rows * base + x
+        return banned[np.searchsorted(banned, keys).clip(max=banned.size - 1)] == keys
+
+    neg = rng.integers(1, n_items + 1, size=labels.shape)
     clash = (neg == labels) | in_banned(neg)
     for _ in range(1000):
         if not clash.any():
