@@ -36,9 +36,9 @@ def _config(name: str, n: int) -> dict:
 def one_run(name: str, n: int, steps: int, device_name: str) -> dict:
     import torch
 
-    from components.models.trained import model_classes
+    from components.models.registry import model_classes
     from components.training.evaluation import resolve_device
-    from components.training.trainer import next_item_loss
+    from components.models.losses import next_item_loss
 
     device = resolve_device(device_name)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MB

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, ClassVar
 
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 from zenml.enums import ArtifactType
 from zenml.materializers.base_materializer import BaseMaterializer
 
-from components.models.trained import TrainedModel
+from components.models.trained import META_FILE, WEIGHTS_FILE, TrainedModel
 
 
 class TrainedModelMaterializer(BaseMaterializer):
@@ -19,20 +16,17 @@ class TrainedModelMaterializer(BaseMaterializer):
     ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.MODEL
 
     def save(self, data: TrainedModel) -> None:
-        state = {k: v.detach().cpu().contiguous() for k, v in data.state_dict.items()}
-        with self.artifact_store.open(os.path.join(self.uri, "weights.safetensors"), "wb") as f:
-            f.write(st_save(state))
-        meta = {k: getattr(data, k) for k in
-                ("architecture", "config", "train_config", "history", "best_epoch", "best_metric", "info")}
-        with self.artifact_store.open(os.path.join(self.uri, "model.json"), "w") as f:
-            json.dump(meta, f, indent=1, default=str)
+        weights, meta = data.to_bytes()
+        with self.artifact_store.open(os.path.join(self.uri, WEIGHTS_FILE), "wb") as f:
+            f.write(weights)
+        with self.artifact_store.open(os.path.join(self.uri, META_FILE), "w") as f:
+            f.write(meta)
 
     def load(self, data_type: type[Any]) -> TrainedModel:
-        with self.artifact_store.open(os.path.join(self.uri, "weights.safetensors"), "rb") as f:
-            state = st_load(f.read())
-        with self.artifact_store.open(os.path.join(self.uri, "model.json"), "r") as f:
-            meta = json.load(f)
-        return TrainedModel(state_dict=state, **meta)
+        with self.artifact_store.open(os.path.join(self.uri, WEIGHTS_FILE), "rb") as f:
+            weights = f.read()
+        with self.artifact_store.open(os.path.join(self.uri, META_FILE), "r") as f:
+            return TrainedModel.from_bytes(weights, f.read())
 
     def extract_metadata(self, data: TrainedModel) -> dict[str, Any]:
-        return {"architecture": data.architecture, "parameters": data.n_parameters, "best_epoch": data.best_epoch}
+        return {"architecture": data.architecture, "method": data.method or "none", "parameters": data.n_parameters, "best_epoch": data.best_epoch}

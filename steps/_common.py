@@ -83,9 +83,9 @@ def key_modules(step_module: str, root: Path | None = None) -> set[str]:
       relative imports likewise;
     - the packages above a reached module (Python runs their ``__init__`` first, and their re-exports with it),
       except ``steps/__init__.py`` (``NOT_FOLLOWED_INITS``);
-    - every module named by a string literal that is exactly a project module's dotted name: imports by name, such
-      as the encoder registry ``ARCHITECTURES`` in components/models/trained.py that ``importlib`` loads from;
-      a module loaded from a name that is not spelled out whole in some reached file is not covered.
+    - every module named by a string literal that is exactly a project module's dotted name: imports by name
+      (``importlib``; the project itself has none since the model registry imports its modules); a module loaded
+      from a name that is not spelled out whole in some reached file is not covered.
 
     Only modules of ``PROJECT_PACKAGES`` that exist as files under ``root`` count.  Materializers are not reached by
     imports (ZenML picks them by output type); ZenML hashes each output's materializer class itself.

@@ -24,7 +24,7 @@ def evaluate(
     report = reporting.evaluation_report(model, sequences, dataset, ks=tuple(ks or (5, 10, 20, 50)),
                                          batch_size=batch_size, pretrained=base_model)
     for name, metrics in report.metrics.items():
-        prefix = "" if name == model.architecture else f"{name}_"
+        prefix = "" if name == model.name else f"{name}_"
         mlflow_log.log_metrics(metrics, prefix=prefix)
     mlflow_log.log_text(report.to_markdown(), "evaluation/metrics.md")
     mlflow_log.log_dict(report.to_json(), "evaluation/metrics.json")

@@ -29,7 +29,7 @@ import logging
 import math
 import time
 import weakref
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,6 +40,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from components.settings import from_dict
 from components.data.schema import BEHAVIOR, BEHAVIORS, DATASETS, ITEM, TIMESTAMP, USER, check_canonical
 
 logger = logging.getLogger(__name__)
@@ -118,11 +119,7 @@ class GenericMapping:
         if mapping is None:
             raise ValueError("dataset 'generic' needs a mapping (GenericMapping or dict with user_id, item_id, "
                              "timestamp, ...)")
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(mapping) - allowed)
-        if unknown:
-            raise ValueError(f"GenericMapping: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-        return cls(**mapping)
+        return from_dict(cls, mapping, where="GenericMapping")
 
     def vocabulary(self) -> tuple[str, ...]:
         if self.behavior is None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import pyarrow as pa
 
 USER, ITEM, BEHAVIOR, TIMESTAMP = "user_id", "item_id", "behavior", "timestamp"
-OPTIONAL_ITEM_COLUMNS = ("category_id", "seller_id", "brand_id")
 REQUIRED_COLUMNS = (USER, ITEM, BEHAVIOR, TIMESTAMP)
 
 #: Canonical behavior names per dataset, in the order used for their integer codes (code = index + 1 after

@@ -90,9 +90,6 @@ class SequenceDataset:
     def n_behaviors(self) -> int:
         return len(self.behavior_names)
 
-    def user_events(self, u: int) -> slice:
-        return slice(int(self.offsets[u]), int(self.offsets[u + 1]))
-
     # ---- persistence: numpy arrays in one .npz (no pickle) + JSON for the rest -----------------------------
     def save(self, directory: str | Path) -> None:
         d = Path(directory)

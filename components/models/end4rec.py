@@ -78,6 +78,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from components.models import losses
 from components.models.ebm import EBM, EBMConfig
 
 STAGES = (1, 2, 3, 4)
@@ -365,13 +366,11 @@ class END4Rec(EBM):
 
     def training_loss(self, items: Tensor, behaviors: Tensor, labels: Tensor, mask: Tensor, kind: str,
                       negatives: Tensor | None) -> Tensor:
-        from components.training.trainer import next_item_loss
-
         contrast = (self.stage >= self.config.contrast_from_stage and self.config.cl_weight > 0
                     and self.hne is not None and self._uses("hne"))
         passes = self._passes(items, behaviors, need_all=contrast)
         table = self.output_embeddings()
-        loss = next_item_loss(passes["clean"], table, labels, mask, kind, negatives)
+        loss = losses.next_item_loss(passes["clean"], table, labels, mask, kind, negatives)
         if contrast:
             target = table[labels[mask]]  # [M, d]
             q = {k: (passes[k][mask] * target).sum(-1).float() for k in ("clean", "original", "noise")}

@@ -30,7 +30,7 @@ interest towards the same all-positive direction and the ranking towards popular
   whole range is 0.0024, well inside one standard error (about 0.01): validation barely tells the values apart.
 
 :class:`MultiInterest` is the part shared by the standalone model (:class:`PoMRec`, architecture ``pomrec``: over
-the behavior-aware item embeddings) and the prompt-tuning head (``components.tuning.methods``, ``tuning: pomrec``:
+the behavior-aware item embeddings) and the prompt-tuning head (``components.models.tuned.methods``, ``tuning: pomrec``:
 over a frozen pre-trained encoder's hidden states).  The paper trains with BPR: set ``training.loss: bpr``.
 """
 

@@ -21,7 +21,7 @@ Choices where RepeatNet differs: RepeatNet's explore mode excludes the history i
 in bounded chunks as the plain ``ce`` loss does.  Attention keys are the encoder's causal states, so position t
 reads only events <= t and nothing of the other users in the batch (tests/models/test_causality.py).
 
-The wrapped encoder is any architecture of ``components.models.trained.ARCHITECTURES`` (config ``encoder`` and
+The wrapped encoder is any architecture of ``components.models.registry.ARCHITECTURES`` (config ``encoder`` and
 ``encoder_config``); it is used through ``encode`` and ``output_embeddings``.  Encoders with extra training
 terms of their own (END4Rec's contrastive and compactness losses, guided stages) train under this head's loss
 alone: their denoising forward pass is used, their auxiliary losses are not added.
@@ -34,13 +34,10 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from components.models.base import ConfigMixin
-
-#: Largest [positions x items] logit block materialised at once by the explore normaliser (as the ce loss).
-MAX_LOGITS = 1 << 27
+from components.models.losses import logsumexp_items
 
 
 @dataclass
@@ -56,33 +53,19 @@ class RepeatAwareConfig(ConfigMixin):
         if self.encoder == "repeat":
             raise ValueError("RepeatAwareConfig: the encoder cannot itself be 'repeat'")
 
-
-def _lse_chunk(h: Tensor, table: Tensor) -> Tensor:
-    return torch.logsumexp((h @ table.T).float(), dim=-1)
-
-
-def explore_lse(h: Tensor, table: Tensor, max_logits: int = MAX_LOGITS) -> Tensor:
-    """logsumexp over items 1..n of h [M, d] . table[1:] -> [M], in row chunks recomputed in the backward pass."""
-    items = table[1:]
-    m, c = h.shape[0], items.shape[0]
-    if m * c <= max_logits or m == 0:
-        return _lse_chunk(h, items)
-    rows = max(1, max_logits // c)
-    parts = [torch.utils.checkpoint.checkpoint(_lse_chunk, h[i:i + rows], items, use_reentrant=False)
-             for i in range(0, m, rows)]
-    return torch.cat(parts)
+    def encoder_dict(self) -> dict:
+        """The encoder's own config: its settings plus the catalogue sizes and seed this config holds."""
+        return {"n_items": self.n_items, "n_behaviors": self.n_behaviors, "seed": self.seed, **self.encoder_config}
 
 
 class RepeatAware(nn.Module):
     uses_profiles = False
 
-    def __init__(self, cfg: RepeatAwareConfig):
+    def __init__(self, cfg: RepeatAwareConfig, encoder: nn.Module):
+        """``encoder``: built from ``cfg.encoder`` and ``cfg.encoder_dict()`` (``components.models.registry``)."""
         super().__init__()
-        from components.models.trained import build_model  # the registry imports this module
-
         self.config = cfg
-        enc_cfg = {"n_items": cfg.n_items, "n_behaviors": cfg.n_behaviors, "seed": cfg.seed, **cfg.encoder_config}
-        self.encoder = build_model(cfg.encoder, enc_cfg)
+        self.encoder = encoder
         d = self.encoder.config.hidden
         self.hidden = d
         self.mode = nn.Linear(d, 1)
@@ -144,7 +127,7 @@ class RepeatAware(nn.Module):
         log_p, log_q, att = self.log_mixture_parts(h, items, behaviors)
         table = self.output_embeddings()
         hm, y = h[mask], labels[mask]  # [M, d], [M]
-        log_explore = (hm * table[y]).sum(-1).float() - explore_lse(hm, table)
+        log_explore = (hm * table[y]).sum(-1).float() - logsumexp_items(hm, table)
         # P_r(y | t): attention mass on the history positions holding the label's item; clamped before the log so
         # a label outside the history (P_r = 0) gives a finite, gradient-free repeat term instead of NaN.
         same = (items[:, None, :] == labels[:, :, None]) & (items != 0)[:, None, :]  # [B, N(t), N(s)]

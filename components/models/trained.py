@@ -1,50 +1,38 @@
-"""A trained model as data: architecture name, its config, its weights (tensors only) and how it was trained.
+"""A trained model as data: its architecture, the tuning method that made it (if any), its config, its weights
+(tensors only) and how it was trained.
 
 This is what travels between pipeline steps and into the registry.  It holds no nn.Module, so nothing ever
-pickles a class: ``build()`` makes a fresh module from the config and loads the weights into it.
+pickles a class: ``build()`` makes a fresh module from the config (``components.models.registry``) and loads the
+weights into it.  A tuned model's ``architecture`` is its pre-trained base's (``sasrec``, ``ebm``, ...), its
+``method`` the tuning method (``cpl``, ...) and its ``config`` the method's ``TuningConfig``, which holds the
+base's config; an encoder trained from scratch has ``method`` None.
 """
 
 from __future__ import annotations
 
-import importlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
-#: architecture name -> (module, model class, config class).  New encoders register here.
-ARCHITECTURES: dict[str, tuple[str, str, str]] = {
-    "sasrec": ("components.models.sasrec", "SASRec", "SASRecConfig"),
-    "ebm": ("components.models.ebm", "EBM", "EBMConfig"),
-    "end4rec": ("components.models.end4rec", "END4Rec", "END4RecConfig"),
-    "pomrec": ("components.models.pomrec", "PoMRec", "PoMRecConfig"),
-    # A repeat-aware head over any of the encoders above (config: encoder, encoder_config).
-    "repeat": ("components.models.repeat", "RepeatAware", "RepeatAwareConfig"),
-}
+from components.models.registry import build_model
+
+#: What ``model.json`` holds besides the weights (``weights.safetensors``).
+META_FIELDS = ("architecture", "method", "config", "train_config", "history", "best_epoch", "best_metric", "info")
+WEIGHTS_FILE, META_FILE = "weights.safetensors", "model.json"
+
+#: How tuned models were named before they carried a ``method`` (``tuned-cpl``): read, never written.
+LEGACY_TUNED_PREFIX = "tuned-"
 
 
-#: Prefix of a tuned model's architecture name (``tuned-ppr_light``): a pre-trained encoder wrapped by a tuning
-#: method (components.tuning.methods); its config names the method and holds the encoder's own config.
-TUNED_PREFIX = "tuned-"  # no colon: ZenML metadata keys refuse it
-
-
-def model_classes(architecture: str) -> tuple[type[nn.Module], type]:
-    if architecture.startswith(TUNED_PREFIX):
-        from components.tuning.methods import METHODS, TunedRecommender, TuningConfig
-
-        if architecture[len(TUNED_PREFIX):] not in METHODS:
-            raise ValueError(f"unknown tuning method in {architecture!r}; known: {list(METHODS)}")
-        return TunedRecommender, TuningConfig
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown model {architecture!r}; known: {sorted(ARCHITECTURES)}")
-    module, model_cls, cfg_cls = ARCHITECTURES[architecture]
-    mod = importlib.import_module(module)
-    return getattr(mod, model_cls), getattr(mod, cfg_cls)
-
-
-def build_model(architecture: str, config: dict) -> nn.Module:
-    model_cls, cfg_cls = model_classes(architecture)
-    return model_cls(cfg_cls(**config))
+def from_stored(architecture: str, config: dict, method: str | None = None) -> tuple[str, str | None]:
+    """(architecture, method) of a model as stored by any version of this project: an artifact or a registered
+    bundle written before tuned models carried a ``method`` names them ``tuned-<method>``."""
+    if method is None and architecture.startswith(LEGACY_TUNED_PREFIX):
+        return str(config["base_architecture"]), architecture[len(LEGACY_TUNED_PREFIX):]
+    return architecture, method
 
 
 @dataclass
@@ -57,11 +45,52 @@ class TrainedModel:
     best_epoch: int = -1
     best_metric: dict = field(default_factory=dict)  # {"name": ..., "value": ...}
     info: dict = field(default_factory=dict)  # e.g. parameter count, device, wall time
+    method: str | None = None  # the tuning method that made it; None for a model trained from scratch
+
+    def __post_init__(self) -> None:
+        self.architecture, self.method = from_stored(self.architecture, self.config, self.method)
+
+    @property
+    def name(self) -> str:
+        """What the model is called in reports, metric prefixes and registry names: the tuning method, else the
+        architecture."""
+        return self.method or self.architecture
+
+    @property
+    def is_tuned(self) -> bool:
+        return self.method is not None
 
     def build(self, device: str | torch.device = "cpu") -> nn.Module:
-        model = build_model(self.architecture, self.config)
+        model = build_model(self.architecture, self.config, self.method)
         model.load_state_dict(self.state_dict)
         return model.to(device).eval()
+
+    # ---- the one stored form: weights.safetensors + model.json (the ZenML materializer, the multi-GPU launcher) ----
+    def to_bytes(self) -> tuple[bytes, str]:
+        """(the weights as safetensors bytes, the description as JSON text)."""
+        from safetensors.torch import save
+
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict.items()}
+        return save(state), json.dumps({k: getattr(self, k) for k in META_FIELDS}, indent=1, default=str)
+
+    @classmethod
+    def from_bytes(cls, weights: bytes, meta_json: str) -> "TrainedModel":
+        """The model ``to_bytes`` gave (also one stored before tuned models carried ``method``)."""
+        from safetensors.torch import load
+
+        return cls(state_dict=load(weights), **json.loads(meta_json))
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        weights, meta = self.to_bytes()
+        (directory / WEIGHTS_FILE).write_bytes(weights)
+        (directory / META_FILE).write_text(meta)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "TrainedModel":
+        directory = Path(directory)
+        return cls.from_bytes((directory / WEIGHTS_FILE).read_bytes(), (directory / META_FILE).read_text())
 
     @property
     def n_parameters(self) -> int:

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from components.models.trained import build_model
-from components.tuning.profiles import encode_requests
+from components.models.registry import build_model
+from components.models.trained import from_stored
+from components.models.tuned.profiles import encode_requests
 
 
 def weights_digest(state_dict: dict) -> str:
@@ -31,7 +32,7 @@ def weights_digest(state_dict: dict) -> str:
 
 def write_bundle(directory: Path, *, architecture: str, config: dict, state_dict: dict, behavior_names: list[str],
                  target_behaviors: list[str], item_ids: list[str], base: dict | None = None,
-                 history_items: str = "excluded") -> dict[str, str]:
+                 history_items: str = "excluded", method: str | None = None) -> dict[str, str]:
     """Write the files a recommender needs; returns MLflow's ``artifacts`` mapping (name -> path).
 
     ``base`` (a prompt-tuned model with a frozen base): ``state_dict`` then holds only the tuned modules' tensors
@@ -43,7 +44,7 @@ def write_bundle(directory: Path, *, architecture: str, config: dict, state_dict
 
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, directory / "weights.safetensors")
-    meta = {"architecture": architecture, "config": config, "behavior_names": behavior_names,
+    meta = {"architecture": architecture, "method": method, "config": config, "behavior_names": behavior_names,
             "target_behaviors": target_behaviors, "history_items": history_items}
     if base is not None:
         meta["base"] = base
@@ -54,7 +55,7 @@ def write_bundle(directory: Path, *, architecture: str, config: dict, state_dict
 
 
 class Recommender:
-    """Top-K from a bundle.  A tuned model (``tuned-<method>``) also reads each user's profile; when its bundle
+    """Top-K from a bundle.  A tuned model (``method`` set) also reads each user's profile; when its bundle
     stores only the tuned modules (frozen base), ``base_weights`` is the base version's weights file."""
 
     def __init__(self, weights: str | Path, model_json: str | Path, items_json: str | Path, device: str = "cpu",
@@ -66,12 +67,13 @@ class Recommender:
         self.history_items: str = meta.get("history_items", "excluded")
         self.exclude_seen_default = self.history_items == "excluded"
         config = meta["config"]
-        self.max_len = int(config.get("max_len", (config.get("base_config") or {}).get("max_len", 200)))
-        self.model = build_model(meta["architecture"], config)
+        architecture, method = from_stored(meta["architecture"], config, meta.get("method"))
+        self.model = build_model(architecture, config, method)
+        self.max_len = int(self.model.max_len)
         state = load_file(str(weights))
         if meta.get("base"):
             if base_weights is None:
-                raise ValueError(f"{meta['architecture']} stores only its tuned modules: it needs the weights of base "
+                raise ValueError(f"{method or architecture} stores only its tuned modules: it needs the weights of base "
                                  f"{meta['base'].get('name')} v{meta['base'].get('version')} (base_weights=)")
             base_state = load_file(str(base_weights))
             digest = weights_digest(base_state)

@@ -28,7 +28,7 @@ from mlflow.types.schema import ParamSchema, ParamSpec
 from components.data.drift import PROFILE_ARTIFACT, PROFILE_TAG
 from components.data.sequences import SequenceDataset
 from components.metrics.report import EvaluationReport, describe_protocol
-from components.models.trained import TUNED_PREFIX, TrainedModel
+from components.models.trained import TrainedModel
 from components.serving import pyfunc_model
 from components.serving.recommender import weights_digest, write_bundle
 
@@ -59,9 +59,7 @@ def _requirements() -> list[str]:
 def model_name(dataset: str, trained: TrainedModel) -> str:
     """``mbprompt-<dataset>`` for pre-trained encoders, ``mbprompt-<dataset>-<method>`` for tuned models (each
     tuning method has its own champion: their selection metrics are measured on different users)."""
-    if trained.architecture.startswith(TUNED_PREFIX):
-        return f"mbprompt-{dataset}-{trained.architecture[len(TUNED_PREFIX):]}"
-    return f"mbprompt-{dataset}"
+    return f"mbprompt-{dataset}-{trained.method}" if trained.is_tuned else f"mbprompt-{dataset}"
 
 
 def find_version_by_digest(name: str, digest: str) -> str | None:
@@ -88,14 +86,14 @@ def register_recommender(trained: TrainedModel, data: SequenceDataset, report: E
     if mlflow.active_run() is None:
         raise RuntimeError("register needs an active MLflow run (attach the MLflow experiment tracker to the step)")
     name = model_name(dataset, trained)
-    model_metrics = report.metrics[trained.architecture]
+    model_metrics = report.metrics[trained.name]
     if selection_metric not in model_metrics:
         raise KeyError(f"selection metric {selection_metric!r} not in the evaluation; have {sorted(model_metrics)}")
     new_value = float(model_metrics[selection_metric])
     state, base_ref, extra_tags = trained.state_dict, None, {}
-    if trained.architecture.startswith(TUNED_PREFIX):
+    if trained.is_tuned:
         if base_model is None:
-            raise ValueError(f"registering {trained.architecture} needs the pre-trained base it was tuned from")
+            raise ValueError(f"registering {trained.name} needs the pre-trained base it was tuned from")
         base_state = {k[len("base."):]: v for k, v in state.items() if k.startswith("base.")}
         base_digest = weights_digest(base_model.state_dict)
         base_name = model_name(dataset, base_model)
@@ -120,7 +118,8 @@ def register_recommender(trained: TrainedModel, data: SequenceDataset, report: E
             base_ref = None  # the base was tuned: the bundle is self-contained; the tags keep the lineage
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = write_bundle(
-            Path(tmp), architecture=trained.architecture, config=trained.config, state_dict=state,
+            Path(tmp), architecture=trained.architecture, method=trained.method, config=trained.config,
+            state_dict=state,
             behavior_names=data.behavior_names, target_behaviors=[data.behavior_names[c - 1] for c in data.target_behaviors],
             item_ids=[str(x) for x in data.item_ids.tolist()], base=base_ref,
             history_items=data.meta.get("history_items", "excluded"))
@@ -134,7 +133,8 @@ def register_recommender(trained: TrainedModel, data: SequenceDataset, report: E
     for k, v in extra_tags.items():
         client.set_model_version_tag(name, version, k, str(v))
     protocol = selection_metric.split("_")[1]
-    tags = {"dataset": dataset, "architecture": trained.architecture, "selection_metric": selection_metric,
+    tags = {"dataset": dataset, "architecture": trained.architecture, "method": trained.method or "none",
+            "selection_metric": selection_metric,
             "selection_value": f"{new_value:.6f}", "protocol": f"{protocol}: {describe_protocol(protocol, data.meta.get('history_items', 'excluded'))}",
             "history_items": data.meta.get("history_items", "excluded")}
     tags.update({k: f"{v:.6f}" for k, v in model_metrics.items() if k.endswith("_at_10") and "_n" not in k})

@@ -66,11 +66,6 @@ def log_figure(fig, artifact_file: str) -> None:
         mlflow.log_figure(fig, artifact_file)
 
 
-def log_file(path: str | Path, artifact_path: str | None = None) -> None:
-    if active():
-        mlflow.log_artifact(str(path), artifact_path)
-
-
 def log_bytes(data: bytes, artifact_file: str) -> None:
     if active():
         with tempfile.TemporaryDirectory() as d:

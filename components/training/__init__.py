@@ -6,14 +6,12 @@ from components.training.trainer import (
     TrainConfig,
     TrainResult,
     load_checkpoint,
-    next_item_loss,
-    sample_negatives,
     save_checkpoint,
     train,
 )
 
 __all__ = [
     "EvalBatch", "Scorer", "TrainConfig", "TrainResult", "eval_batches", "evaluate", "gather_windows",
-    "load_checkpoint", "next_item_loss", "resolve_device", "sample_negatives", "save_checkpoint", "train",
+    "load_checkpoint", "resolve_device", "save_checkpoint", "train",
     "training_batches", "training_users",
 ]

@@ -66,28 +66,6 @@ def build_data(config: dict, raw_path: str | None, seed: int):
     return build_sequences(cleaned, raw.profiles, split, dataset=params["dataset"]), step("pretrain")
 
 
-def save_trained(trained, out: Path) -> None:
-    """The model artifact's format (materializers/model.py): safetensors weights and a JSON description."""
-    from safetensors.torch import save_file
-
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in trained.state_dict.items()},
-              str(out / "weights.safetensors"))
-    meta = {k: getattr(trained, k) for k in
-            ("architecture", "config", "train_config", "history", "best_epoch", "best_metric", "info")}
-    (out / "model.json").write_text(json.dumps(meta, indent=1, default=str))
-
-
-def load_trained(out: Path):
-    """The TrainedModel that ``save_trained`` wrote to ``out``."""
-    from safetensors.torch import load_file
-
-    from components.models.trained import TrainedModel
-
-    meta = json.loads((Path(out) / "model.json").read_text())
-    return TrainedModel(state_dict=load_file(str(Path(out) / "weights.safetensors")), **meta)
-
-
 class _ShardRecorder:
     """Wraps the trainer's batch builder and checkpoint writer to record what this rank did (--record-shards)."""
 
@@ -164,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
                                  data_key=f"{a.config}:{a.raw_path or config['parameters'].get('raw_path')}")
         trained.info["world_size"] = world
         if rank == 0:
-            save_trained(trained, out)
+            trained.save(out)
             logger.info("saved the trained model (best epoch %d, %s %s) to %s", trained.best_epoch,
                         trained.best_metric.get("name"), trained.best_metric.get("value"), out)
             if mlflow is not None:

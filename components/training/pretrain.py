@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Callable
 
 from components.data.sequences import SequenceDataset
-from components.models.trained import TrainedModel, model_classes
+from components.models.registry import build_model, model_classes
+from components.models.trained import TrainedModel
 from components.settings import from_dict
 from components.training.evaluation import resolve_device
 from components.training.trainer import TrainConfig, TrainResult, train
@@ -81,11 +82,10 @@ def pretrain_model(
 ) -> TrainedModel:
     name, mcfg = model_config(data, model_settings, seed)
     tcfg = from_dict(TrainConfig, {**(train_settings or {}), "seed": seed}, where="steps.pretrain.parameters.training")
-    model_cls, cfg_cls = model_classes(name)
     import torch
 
     torch.manual_seed(seed)
-    model = model_cls(cfg_cls(**mcfg))
+    model = build_model(name, mcfg)
     n_params = sum(p.numel() for p in model.parameters())
     ckpt = None
     if checkpoint_root is not None:

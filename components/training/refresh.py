@@ -40,7 +40,8 @@ from torch import nn
 from components.data.clean import CleanResult
 from components.data.schema import BEHAVIOR, ITEM, USER, check_canonical
 from components.data.sequences import SequenceDataset
-from components.models.trained import TrainedModel, build_model
+from components.models.registry import build_model
+from components.models.trained import TrainedModel, from_stored
 from components.settings import from_dict
 from components.training.evaluation import resolve_device
 from components.training.trainer import TrainConfig, train
@@ -69,9 +70,10 @@ class ChampionBase:
     target_behaviors: list[str]
     item_ids: list[str]  # original id of each contiguous id; index 0 = padding ("")
     tags: dict = field(default_factory=dict)
+    method: str | None = None  # the tuning method of a tuned version (None: a pre-trained one)
 
     def build(self) -> nn.Module:
-        model = build_model(self.architecture, self.config)
+        model = build_model(self.architecture, self.config, self.method)
         model.load_state_dict(self.state_dict)
         return model
 
@@ -113,8 +115,9 @@ def load_champion_base(model_name: str, version: str | None = None, tracking_uri
         meta = json.loads(files["model.json"].read_text())
         item_ids = json.loads(files["items.json"].read_text())
         state = {k: v.clone() for k, v in load_file(str(files["weights.safetensors"])).items()}
-    base = ChampionBase(name=model_name, version=str(version), run_id=mv.run_id, architecture=meta["architecture"],
-                        config=meta["config"], state_dict=state, behavior_names=list(meta["behavior_names"]),
+    architecture, method = from_stored(meta["architecture"], meta["config"], meta.get("method"))
+    base = ChampionBase(name=model_name, version=str(version), run_id=mv.run_id, architecture=architecture,
+                        method=method, config=meta["config"], state_dict=state, behavior_names=list(meta["behavior_names"]),
                         target_behaviors=list(meta["target_behaviors"]), item_ids=[str(x) for x in item_ids],
                         tags=dict(mv.tags))
     logger.info("loaded %s v%s (%s, %d items)", model_name, version, base.architecture, len(item_ids) - 1)

@@ -45,9 +45,9 @@ def evaluation_report(trained: TrainedModel, data: SequenceDataset, dataset: str
     test_new) and cold (cold_valid: the tuning users' held-out targets; cold_fewshot, cold_zeroshot, cold_joint:
     the cold test users) target sets.  The model's metrics also hold ``test_repeat_share``.  Candidates follow the
     split's ``history_items`` setting (``exclude_history`` None) unless ``exclude_history`` says otherwise."""
-    models = {trained.architecture: trained.build(device)}
-    if pretrained is not None and pretrained.architecture != trained.architecture:
-        models[pretrained.architecture] = pretrained.build(device)
+    models = {trained.name: trained.build(device)}
+    if pretrained is not None and pretrained.name != trained.name:
+        models[pretrained.name] = pretrained.build(device)
     models.update(baseline_models(data))
     metrics: dict[str, dict[str, float]] = {}
     for name, model in models.items():
@@ -70,7 +70,7 @@ def evaluation_report(trained: TrainedModel, data: SequenceDataset, dataset: str
                     out.get("test_full_ndcg_at_10", float("nan")))
     test = data.targets.get("test")
     repeat_share = float(np.mean(test.repeat)) if test is not None and len(test) else float("nan")
-    metrics[trained.architecture]["test_repeat_share"] = repeat_share
+    metrics[trained.name]["test_repeat_share"] = repeat_share
     notes = [f"warm users: leave-one-out (last target event = test, second-to-last = valid); "
              f"cold users ({data.meta.get('cold_mode')}): few-shot = last target event with its history, "
              f"zero-shot = first target event with no history, joint = both together; cold_valid = the cold "
@@ -86,7 +86,7 @@ def evaluation_report(trained: TrainedModel, data: SequenceDataset, dataset: str
                  "but the target"),
              f"test_repeat_share = {repeat_share:.4f}: share of warm test targets already in the user's history "
              f"(test_repeat: those, test_new: the rest)"]
-    png = figure_png(training_curves(trained.history, title=f"{trained.architecture} on {dataset}")) \
+    png = figure_png(training_curves(trained.history, title=f"{trained.name} on {dataset}")) \
         if trained.history else None
     return EvaluationReport(dataset=dataset, metrics=metrics, ks=list(ks), notes=notes, curves_png=png,
                             history_items=data.meta.get("history_items", "excluded"))

@@ -39,25 +39,23 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
-import torch.utils.checkpoint
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from components.data.sequences import SequenceDataset
+from components.models import losses
+from components.models.losses import LOSSES, sample_negatives
 from components.training.batches import training_batches, training_users
 from components.training.evaluation import evaluate, history_excluded, resolve_device
 
 logger = logging.getLogger(__name__)
 
-LOSSES = ("ce", "bce", "bpr")
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
 #: TrainConfig fields that may change between a run and its resumption without changing what is computed.
@@ -106,22 +104,6 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"TrainConfig.from_dict: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        return cls(**d)
-
-
-class TrainableModel(Protocol):
-    config: object  # has to_dict()
-
-    def encode(self, items: Tensor, behaviors: Tensor) -> Tensor: ...  # [B, N, d]
-
-    def output_embeddings(self) -> Tensor: ...  # [n_items + 1, d]
-
 
 @dataclass
 class TrainResult:
@@ -136,85 +118,7 @@ class TrainResult:
     extra: dict = field(default_factory=dict)
 
 
-# ---- losses ------------------------------------------------------------------------------------------------------
-def sample_negatives(labels: np.ndarray, n_items: int, rng: np.random.Generator,
-                     avoid: np.ndarray | None = None) -> np.ndarray:
-    """One uniform item per position, never equal to that position's label (redrawn until it differs).
-
-    ``avoid`` [B, W] (item ids, 0 ignored): items a row's negatives must also not be, e.g. the row's history when
-    the split excludes history items from candidates (``history_items: excluded``)."""
-    if n_items < 2:
-        raise ValueError(f"sample_negatives: need at least 2 items to draw a negative, have {n_items}")
-    base = n_items + 1
-    rows = np.arange(labels.shape[0], dtype=np.int64)[:, None]
-    banned = np.zeros(0, np.int64)  # sorted row * base + item keys of every row's avoided items
-    if avoid is not None:
-        if labels.ndim != 2 or avoid.shape[0] != labels.shape[0]:
-            raise ValueError(f"sample_negatives: avoid {avoid.shape} must have labels' rows {labels.shape}")
-        banned = np.unique((rows * base + np.asarray(avoid, np.int64))[np.asarray(avoid) != 0])
-
-    def in_banned(x: np.ndarray) -> np.ndarray:
-        if banned.size == 0:
-            return np.zeros(x.shape, bool)
-        keys = rows * base + x
-        return banned[np.searchsorted(banned, keys).clip(max=banned.size - 1)] == keys
-
-    neg = rng.integers(1, n_items + 1, size=labels.shape)
-    clash = (neg == labels) | in_banned(neg)
-    for _ in range(1000):
-        if not clash.any():
-            return neg
-        neg[clash] = rng.integers(1, n_items + 1, size=int(clash.sum()))
-        clash = (neg == labels) | in_banned(neg)
-    raise ValueError("sample_negatives: a row's history covers (nearly) every item; no negative left to draw")
-
-
-#: Largest [positions x items] logit matrix the full-softmax loss materialises at once (fp32: 512 MB).  Bigger
-#: batches are cut into chunks whose logits are recomputed in the backward pass instead of being kept, so memory
-#: stays bounded on large catalogues (a Taobao-sized one would otherwise need tens of GB per batch).
-CE_MAX_LOGITS = 1 << 27
-
-
-def _ce_chunk(h: Tensor, classes: Tensor, y: Tensor) -> Tensor:
-    return F.cross_entropy((h @ classes.T).float(), y, reduction="sum")
-
-
-def _softmax_ce(h: Tensor, classes: Tensor, y: Tensor, max_logits: int) -> Tensor:
-    """Mean softmax cross-entropy of h [M, d] over every row of classes [C, d]; y [M] in 0..C-1."""
-    m, c = h.shape[0], classes.shape[0]
-    if m * c <= max_logits or m == 0:
-        return F.cross_entropy((h @ classes.T).float(), y)
-    rows = max(1, max_logits // c)
-    total = h.new_zeros((), dtype=torch.float32)
-    for start in range(0, m, rows):
-        part = slice(start, start + rows)
-        total = total + torch.utils.checkpoint.checkpoint(_ce_chunk, h[part], classes, y[part], use_reentrant=False)
-    return total / m
-
-
-def next_item_loss(hidden: Tensor, table: Tensor, labels: Tensor, mask: Tensor, kind: str,
-                   negatives: Tensor | None = None, max_logits: int = CE_MAX_LOGITS) -> Tensor:
-    """Mean next-item loss over masked positions.
-
-    hidden [B, N, d], table [n_items+1, d] (row 0 = padding), labels/negatives [B, N] item ids, mask [B, N] bool.
-    ``max_logits`` bounds the memory of the full-softmax loss (see CE_MAX_LOGITS); the value is the same.
-    """
-    h = hidden[mask]  # [M, d]: only labelled positions, which for sparse target behaviors is a small share
-    y = labels[mask]  # [M]
-    if kind == "ce":
-        return _softmax_ce(h, table[1:], y - 1, max_logits)
-    if negatives is None:
-        raise ValueError(f"next_item_loss: loss {kind!r} needs sampled negatives")
-    neg = negatives[mask]  # [M]
-    pos_score = (h * table[y]).sum(-1).float()  # [M]
-    neg_score = (h * table[neg]).sum(-1).float()  # [M]
-    if kind == "bce":
-        return -(F.logsigmoid(pos_score) + F.logsigmoid(-neg_score)).mean()
-    if kind == "bpr":
-        return -F.logsigmoid(pos_score - neg_score).mean()
-    raise ValueError(f"next_item_loss: unknown loss {kind!r}; use one of {LOSSES}")
-
-
+# ---- the loss of one batch ------------------------------------------------------------------------------------
 def _model_loss(model: nn.Module, items: Tensor, behaviors: Tensor, labels: Tensor, mask: Tensor, kind: str,
                 negatives: Tensor | None, profiles: Tensor | None = None) -> Tensor:
     custom = getattr(model, "training_loss", None)
@@ -223,7 +127,7 @@ def _model_loss(model: nn.Module, items: Tensor, behaviors: Tensor, labels: Tens
             return custom(items, behaviors, labels, mask, kind, negatives, profiles=profiles)
         return custom(items, behaviors, labels, mask, kind, negatives)
     hidden = model.encode(items, behaviors)
-    return next_item_loss(hidden, model.output_embeddings(), labels, mask, kind, negatives)
+    return losses.next_item_loss(hidden, model.output_embeddings(), labels, mask, kind, negatives)
 
 
 # ---- checkpoints -------------------------------------------------------------------------------------------------

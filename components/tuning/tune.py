@@ -22,13 +22,14 @@ from typing import Callable
 import torch
 
 from components.data.sequences import SequenceDataset
-from components.models.trained import ARCHITECTURES, TUNED_PREFIX, TrainedModel, model_classes
+from components.models.registry import ARCHITECTURES, build_model, model_classes
+from components.models.trained import TrainedModel
 from components.settings import from_dict
 from components.training.batches import training_users
 from components.training.evaluation import resolve_device
 from components.training.trainer import TrainConfig, train
-from components.tuning.methods import FROZEN_BASE, METHODS, TunedRecommender, TuningConfig
-from components.tuning.profiles import select_fields
+from components.models.tuned.methods import FROZEN_BASE, METHODS, TunedRecommender, TuningConfig
+from components.models.tuned.profiles import select_fields
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,9 @@ def tuning_config(method: str, base: TrainedModel, data: SequenceDataset, settin
     """The method's config for ``base`` on ``data`` (profile fields and vocabularies read from the data)."""
     if method not in METHODS:
         raise ValueError(f"tuning: unknown method {method!r}; use one of {list(METHODS)} (or none)")
-    if base.architecture.startswith(TUNED_PREFIX):
-        raise ValueError(f"tuning: the base is already tuned ({base.architecture}); tune a pre-trained encoder")
+    if base.is_tuned:
+        raise ValueError(f"tuning: the base is already tuned ({base.method} over {base.architecture}); tune a "
+                         "pre-trained encoder")
     if not takes_prompts(base.architecture):
         raise ValueError(f"tuning: the base {base.architecture!r} has no encoder stack to put prompts into; tune a "
                          f"pre-trained {', '.join(a for a in ARCHITECTURES if takes_prompts(a))} model")
@@ -78,13 +80,14 @@ def tune_model(base: TrainedModel, data: SequenceDataset, method: str, settings:
     cfg = tuning_config(method, base, data, settings, seed)
     tcfg = from_dict(TrainConfig, {**TUNING_TRAIN_DEFAULTS, **(train_settings or {}), "seed": seed},
                      where="steps.prompt_tune.parameters.training")
-    model = TunedRecommender(cfg)
+    model = TunedRecommender(cfg, build_model(cfg.base_architecture, cfg.base_config))
     model.base.load_state_dict(base.state_dict)
     frozen = {}
     if method in FROZEN_BASE:
         frozen = {k: v.detach().clone() for k, v in model.base.state_dict().items()}
     counts = count_parameters(model)
-    finetune_counts = count_parameters(TunedRecommender(TuningConfig(**{**cfg.to_dict(), "method": "finetune"})))
+    finetune_counts = count_parameters(TunedRecommender(TuningConfig(**{**cfg.to_dict(), "method": "finetune"}),
+                                                        build_model(cfg.base_architecture, cfg.base_config)))
     logger.info("tuning %s over %s: %s of %s parameters tuned (%.2f%%) on %d cold tuning users", method,
                 base.architecture, f"{counts['n_tuned_parameters']:,}", f"{counts['n_parameters']:,}",
                 100 * counts["tuned_share"], len(data.cold_tune_users))
@@ -114,7 +117,7 @@ def tune_model(base: TrainedModel, data: SequenceDataset, method: str, settings:
             "tuned_parameter_names": model.tuned_parameter_names() if method in FROZEN_BASE else ["(all)"],
             "base_info": {k: v for k, v in (base.info or {}).items() if k in ("registry", "n_parameters")}}
     return TrainedModel(
-        architecture=f"{TUNED_PREFIX}{method}", config=cfg.to_dict(), state_dict=state,
+        architecture=base.architecture, method=method, config=cfg.to_dict(), state_dict=state,
         train_config=tcfg.to_dict(), history=result.history, best_epoch=result.best_epoch,
         best_metric={"name": f"{tcfg.valid_set}_{tcfg.valid_metric}", "value": result.best_metric}, info=info)
 
@@ -136,8 +139,9 @@ def base_from_registry(name: str, version: str | None, data: SequenceDataset) ->
     from components.training.refresh import load_champion_base
 
     base = load_champion_base(name, version=None if version is None else str(version))
-    if base.architecture.startswith(TUNED_PREFIX):
-        raise ValueError(f"{name} v{base.version} is a tuned model ({base.architecture}); name a pre-trained version")
+    if base.method is not None:
+        raise ValueError(f"{name} v{base.version} is a tuned model ({base.method} over {base.architecture}); name a "
+                         "pre-trained version")
     data_items = [str(x) for x in data.item_ids.tolist()]
     if base.item_ids != data_items:
         raise ValueError(f"{name} v{base.version} was trained on another item vocabulary ({len(base.item_ids) - 1} "

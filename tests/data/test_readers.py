@@ -385,7 +385,7 @@ def test_bad_values_in_generic_iso_and_parquet_nulls(tmp_path: Path) -> None:
 def test_mapping_errors() -> None:
     with pytest.raises(ValueError, match="behavior_values"):
         GenericMapping(user_id="u", item_id="i", timestamp="t", behavior="b")
-    with pytest.raises(ValueError, match="unknown key"):
+    with pytest.raises(ValueError, match="unknown setting"):
         GenericMapping.from_any({"user_id": "u", "item_id": "i", "timestamp": "t", "time_unit": "s"})
     with pytest.raises(ValueError, match="timestamp_unit"):
         GenericMapping(user_id="u", item_id="i", timestamp="t", timestamp_unit="days")

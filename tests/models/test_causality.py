@@ -1,7 +1,7 @@
 """No model may see the future or the rest of the batch: leak tests over every model the registries know.
 
-Parametrized from ``components.models.trained.ARCHITECTURES`` (every encoder) and
-``components.tuning.methods.METHODS`` (every tuning method, over every registered encoder that can take prompts,
+Parametrized from ``components.models.registry.ARCHITECTURES`` (every encoder) and
+``components.models.tuned.methods.METHODS`` (every tuning method, over every registered encoder that can take prompts,
 i.e. implements ``run_stack``), so a new model is covered without editing this file.
 
 (a) **Causality.**  Changing any event after position t (its item, or only its behavior) leaves every output at
@@ -9,7 +9,7 @@ i.e. implements ``run_stack``), so a new model is covered without editing this f
     masks then draw the same numbers in both runs) and from the same buffers (running statistics that a training
     pass updates are restored before the second pass).  "Output at position t" is the per-position state that the
     model's training loss scores against the next item: what ``training_loss`` hands to
-    ``components.training.trainer.next_item_loss`` (captured by patching it); for a loss that does not go through
+    ``components.models.losses.next_item_loss`` (captured by patching it); for a loss that does not go through
     it, the model's ``sequence_states``; ``encode`` for a model without its own ``training_loss``.  Every column
     up to t is compared, padding columns included (they hold the empty-history state, or the encoder's padding
     output); extra columns left of the window, if a model adds any (a zero-shot state), may depend on no event at
@@ -32,9 +32,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-import components.training.trainer as trainer_module
-from components.models.trained import ARCHITECTURES, TUNED_PREFIX, build_model, model_classes
-from components.tuning.methods import METHODS, TunedRecommender, TuningConfig
+import components.models.losses as losses_module
+from components.models.registry import ARCHITECTURES, build_model, model_classes
+from components.models.tuned.methods import METHODS, TuningConfig
 from components.tuning.tune import takes_prompts
 
 from .synthetic import one_torch_thread  # noqa: F401  (autouse fixture)
@@ -58,7 +58,8 @@ def _encoder_config(name: str) -> dict:
 
 
 PROMPT_BASES = [a for a in ARCHITECTURES if takes_prompts(a)]
-MODELS = list(ARCHITECTURES) + [f"{TUNED_PREFIX}{m}@{b}" for m in METHODS for b in PROMPT_BASES]
+TUNED = "tuned-"  # test ids of tuned models: tuned-<method>@<base>
+MODELS = list(ARCHITECTURES) + [f"{TUNED}{m}@{b}" for m in METHODS for b in PROMPT_BASES]
 
 
 def _perturb(model: nn.Module, seed: int = 123, scale: float = 0.1) -> nn.Module:
@@ -73,13 +74,13 @@ def _perturb(model: nn.Module, seed: int = 123, scale: float = 0.1) -> nn.Module
 
 
 def build(name: str) -> nn.Module:
-    if not name.startswith(TUNED_PREFIX):
+    if not name.startswith(TUNED):
         return _perturb(build_model(name, _encoder_config(name)))
-    method, base = name[len(TUNED_PREFIX):].split("@")
+    method, base = name[len(TUNED):].split("@")
     cfg = TuningConfig(method=method, base_architecture=base, base_config=_encoder_config(base), n_items=N_ITEMS,
                        target_behaviors=[N_BEHAVIORS], profile_fields=PROFILE_FIELDS, profile_vocab=PROFILE_VOCAB,
                        seed=0, **TUNING)
-    return _perturb(TunedRecommender(cfg))
+    return _perturb(build_model(base, cfg.to_dict(), method))
 
 
 def _uses_profiles(model: nn.Module) -> bool:
@@ -136,7 +137,7 @@ def training_states(model: nn.Module, items: Tensor, behaviors: Tensor, profiles
         seen["hidden"] = hidden
         raise _Captured
 
-    with mock.patch.object(trainer_module, "next_item_loss", record):
+    with mock.patch.object(losses_module, "next_item_loss", record):
         try:
             model.training_loss(items, behaviors, labels, mask, "ce", None, **kwargs)
         except _Captured:

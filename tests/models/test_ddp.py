@@ -98,9 +98,9 @@ def test_ddp_two_ranks_shard_disjointly_rank0_writes_and_matches_single_process(
     assert len(client.get_metric_history(runs[0].info.run_id, f"epoch/{METRIC}")) == EPOCHS
 
     # The model: same architecture and format as the pipeline's, and as good as the single process's.
-    from components.training.ddp import load_trained
+    from components.models.trained import TrainedModel
 
-    m_ddp, m_single = load_trained(ddp), load_trained(single)
+    m_ddp, m_single = TrainedModel.load(ddp), TrainedModel.load(single)
     assert m_ddp.info["world_size"] == 2 and m_single.info["world_size"] == 1
     assert m_ddp.best_metric["name"] == m_single.best_metric["name"] == METRIC
     assert m_ddp.build() is not None

@@ -13,7 +13,7 @@ from components.metrics.ranking import metrics_from_ranks
 from components.models.history import HistoryModel
 from components.models.popularity import PopularityModel
 from components.training.evaluation import evaluate
-from components.training.trainer import sample_negatives
+from components.models.losses import sample_negatives
 
 TAOBAO_WINDOW = ("2017-11-25T00:00:00+08:00", "2017-12-03T23:59:59+08:00")
 

@@ -14,7 +14,7 @@ split = pytest.importorskip("components.data.split")
 
 from components.data.clean import CleanConfig, clean_interactions  # noqa: E402
 from components.models import PopularityModel  # noqa: E402
-from components.models.trained import model_classes  # noqa: E402
+from components.models.registry import model_classes  # noqa: E402
 from components.training import TrainConfig, evaluate  # noqa: E402
 from components.training.pretrain import train_guided  # noqa: E402
 

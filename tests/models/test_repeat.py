@@ -10,7 +10,9 @@ import torch
 from components.data.clean import CleanConfig, clean_interactions
 from components.data.split import SplitConfig, build_sequences
 from components.models.history import HistoryModel
-from components.models.repeat import RepeatAware, RepeatAwareConfig, explore_lse
+from components.models.losses import logsumexp_items
+from components.models.registry import build_model
+from components.models.repeat import RepeatAware, RepeatAwareConfig
 from components.training import TrainConfig, evaluate, train
 from components.training.pretrain import model_config
 
@@ -21,7 +23,8 @@ N_ITEMS = 40
 
 def head(encoder: str = "sasrec", **enc) -> RepeatAware:
     cfg = {"max_len": 12, "hidden": 16, **enc}
-    return RepeatAware(RepeatAwareConfig(n_items=N_ITEMS, n_behaviors=2, encoder=encoder, encoder_config=cfg, seed=3))
+    return build_model("repeat", RepeatAwareConfig(n_items=N_ITEMS, n_behaviors=2, encoder=encoder,
+                                                   encoder_config=cfg, seed=3).to_dict())
 
 
 @pytest.mark.parametrize("encoder", ["sasrec", "ebm", "end4rec"])
@@ -62,8 +65,8 @@ def test_scores_are_a_distribution_and_the_loss_is_their_negative_log(encoder):
 def test_chunked_explore_normaliser_matches_and_is_differentiable():
     h = torch.randn(37, 8, requires_grad=True)
     table = torch.randn(N_ITEMS + 1, 8)
-    full = explore_lse(h, table)
-    chunked = explore_lse(h, table, max_logits=100)
+    full = logsumexp_items(h, table)
+    chunked = logsumexp_items(h, table, max_logits=100)
     assert torch.allclose(full, chunked, atol=1e-5)
     chunked.sum().backward()
     assert h.grad is not None and torch.isfinite(h.grad).all()
@@ -106,8 +109,9 @@ def test_learns_to_repeat_and_to_explore():
                       "behavior": behavior_array(pa.array(b, pa.int8()), names), "timestamp": pa.array(t, pa.int64())})
     data = build_sequences(clean_interactions(table, CleanConfig(drop_duplicates=False)), None,
                            SplitConfig(target_behaviors=["buy"], cold_threshold=3, n_negatives=20, seed=0))
-    model = RepeatAware(RepeatAwareConfig(n_items=data.n_items, n_behaviors=2, encoder="sasrec",
-                                          encoder_config={"max_len": 12, "hidden": 32, "dropout": 0.0}, seed=0))
+    model = build_model("repeat", RepeatAwareConfig(n_items=data.n_items, n_behaviors=2, encoder="sasrec",
+                                                    encoder_config={"max_len": 12, "hidden": 32, "dropout": 0.0},
+                                                    seed=0).to_dict())
     result = train(model, data, TrainConfig(epochs=30, batch_size=32, lr=3e-3, train_on="all", seed=0, device="cpu",
                                             valid_metric="full_ndcg_at_10", progress=False))
     assert result.history[-1]["loss"] < result.history[0]["loss"]

@@ -114,7 +114,7 @@ def test_config_round_trip_and_seeded_init():
     c = SASRec(SASRecConfig(n_items=N_ITEMS, n_behaviors=2, hidden=16, seed=6))
     assert not torch.equal(a.item_emb.weight, c.item_emb.weight)
     assert torch.count_nonzero(a.item_emb.weight[0]) == 0  # padding row
-    with pytest.raises(ValueError, match="unknown key"):
+    with pytest.raises(ValueError, match="unknown setting"):
         SASRecConfig.from_dict({**cfg.to_dict(), "hidden_size": 3})
     with pytest.raises(ValueError, match="divisible"):
         SASRecConfig(n_items=5, n_behaviors=1, hidden=10, n_heads=3)

@@ -11,12 +11,12 @@ import torch
 
 from components.metrics.ranking import metrics_from_ranks
 from components.models import PopularityModel, SASRec, SASRecConfig
+from components.models.losses import sample_negatives
 from components.training import (
     TrainConfig,
     eval_batches,
     evaluate,
     load_checkpoint,
-    sample_negatives,
     train,
     training_batches,
 )
@@ -253,7 +253,7 @@ def test_bad_configs_are_refused(data):
 
 def test_chunked_softmax_loss_equals_the_plain_one_in_value_and_gradient():
     """Bounding the logits' memory (large catalogues) must not change what is optimised."""
-    from components.training.trainer import next_item_loss
+    from components.models.losses import next_item_loss
 
     gen = torch.Generator().manual_seed(3)
     hidden = torch.randn(4, 9, 8, generator=gen)

@@ -127,7 +127,7 @@ def test_nested_settings_are_accepted_by_their_components(path: Path):
             f"{split_cfg.n_negatives} negatives")
     tuning = params.get("tuning", "none")
     if tuning != "none":
-        from components.tuning.methods import METHODS, TuningConfig
+        from components.models.tuned.methods import METHODS, TuningConfig
 
         assert tuning in METHODS, f"{path.name}: tuning {tuning!r} not in {METHODS}"
         tune = _step_params(cfg, "prompt_tune")

@@ -109,9 +109,9 @@ def test_tuning_runs_log_their_efficiency_against_fine_tuning(runs):
 def test_evaluation_has_the_pre_train_only_row_and_the_cold_groups(runs):
     out, _, _, _ = runs
     report = out["ppr_light"].steps["evaluate"].outputs["evaluation"][0].load()
-    assert set(report.metrics) == {"tuned-ppr_light", "sasrec", "popularity", "history"}
+    assert set(report.metrics) == {"ppr_light", "sasrec", "popularity", "history"}
     for group in ("cold_fewshot", "cold_zeroshot", "cold_joint", "cold_valid"):
-        for model in ("tuned-ppr_light", "sasrec"):
+        for model in ("ppr_light", "sasrec"):
             assert f"{group}_sampled99_hr_at_10" in report.metrics[model], (group, model)
     assert "Protocol `sampled99`" in report.to_markdown()
 
@@ -140,7 +140,7 @@ def test_registered_variant_serves_history_and_zero_shot_users(runs, method, zen
     # The served model ranks exactly as the tuned model from the pipeline's artifact does.
     import torch
 
-    from components.tuning.profiles import encode_requests
+    from components.models.tuned.profiles import encode_requests
 
     tuned = out[method].steps["prompt_tune"].outputs["tuned_model"][0].load().build()
     codes = encode_requests(list(frame["profile"]), tuned.config.profile_fields, tuned.config.profile_vocab)

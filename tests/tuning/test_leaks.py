@@ -21,9 +21,10 @@ import torch
 from components.models.ebm import EBMConfig
 from components.models.pomrec import MultiInterest
 from components.models.sasrec import SASRec, SASRecConfig
+from components.models.registry import build_model
 from components.models.trained import TrainedModel
+from components.models.tuned.methods import METHODS, TunedRecommender, TuningConfig
 from components.training.batches import training_batches, training_users
-from components.tuning.methods import METHODS, TunedRecommender, TuningConfig
 from components.tuning.tune import tune_model
 from tests.models.synthetic import make_chain_dataset, one_torch_thread  # noqa: F401  (autouse fixture)
 
@@ -39,7 +40,7 @@ def _tuned(method: str, architecture: str) -> TunedRecommender:
     cfg = TuningConfig(method=method, base_architecture=architecture, base_config=base.to_dict(), n_items=N_ITEMS,
                        target_behaviors=[N_BEHAVIORS], profile_fields=["age", "gender"],
                        profile_vocab=[["1", "2", "3"], ["F", "M"]], n_prompts=2, seed=3)
-    model = TunedRecommender(cfg)
+    model = build_model(architecture, cfg.to_dict(), method)
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -194,17 +195,17 @@ def test_tuning_trains_every_zero_shot_example_and_no_negative_equals_its_label(
     example per user whose first event is a target (single-event users included: before, they were dropped), and
     BPR's sampled negatives never equal their labels (before: the zero-shot negative was drawn unchecked; with 12
     items it hit its label 1 time in 12)."""
-    import components.training.trainer as trainer
+    import components.models.losses as losses
 
     data, base = chain
     seen: list[tuple[torch.Tensor, torch.Tensor | None]] = []
-    original = trainer.next_item_loss
+    original = losses.next_item_loss
 
     def recording(hidden, table, labels, mask, kind, negatives=None, **kwargs):
         seen.append((labels[mask].detach().cpu(), None if negatives is None else negatives[mask].detach().cpu()))
         return original(hidden, table, labels, mask, kind, negatives, **kwargs)
 
-    monkeypatch.setattr(trainer, "next_item_loss", recording)
+    monkeypatch.setattr(losses, "next_item_loss", recording)
     epochs = 3
     tune_model(base, data, method, {}, {"epochs": epochs, "batch_size": 16, "loss": "bpr", "progress": False,
                                         "valid_protocols": ["sampled"], "valid_metric": "sampled3_ndcg_at_10",

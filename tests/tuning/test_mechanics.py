@@ -13,9 +13,9 @@ from components.models.ebm import EBM, EBMConfig
 from components.models.pomrec import MultiInterest, PoMRec, PoMRecConfig
 from components.models.sasrec import SASRec, SASRecConfig
 from components.models.trained import TrainedModel
-from components.tuning.methods import TunedRecommender, TuningConfig
-from components.tuning.profiles import ProfileError
-from components.tuning.prompting import prompted_states
+from components.models.tuned.methods import TuningConfig
+from components.models.tuned.profiles import ProfileError
+from components.models.tuned.prompting import prompted_states
 from components.tuning.tune import tune_model
 from tests.models.synthetic import one_torch_thread  # noqa: F401  (autouse fixture)
 
@@ -121,7 +121,7 @@ def test_cpl_tunes_without_profiles_from_the_behavior_sequence(taobao):
 @pytest.mark.parametrize("architecture", ["ebm", "end4rec"])
 def test_cpl_prompts_a_frozen_ebm_or_end4rec(taobao, architecture):
     """DPCPL's setting: the prompts go into the EBM stack (after END4Rec's denoising), the base stays frozen."""
-    from components.models.trained import build_model
+    from components.models.registry import build_model
 
     data, _ = taobao
     cfg = {"n_items": data.n_items, "n_behaviors": data.n_behaviors, "max_len": 30, "hidden": 16, "n_layers": 2,
@@ -139,8 +139,7 @@ def test_tuning_config_refuses_unknown_settings(taobao):
     with pytest.raises(ValueError, match="prompt_lenght"):
         tune_model(base, data, "cpl", {"prompt_lenght": 3}, {"epochs": 1}, seed=0)
     with pytest.raises(ValueError, match="method"):
-        TunedRecommender(TuningConfig(method="lora", base_architecture="sasrec", base_config=base.config,
-                                      n_items=data.n_items))
+        TuningConfig(method="lora", base_architecture="sasrec", base_config=base.config, n_items=data.n_items)
 
 
 def test_tuning_refuses_a_base_without_an_encoder_stack():

@@ -19,7 +19,7 @@ import yaml
 from components.training import evaluate
 from components.training.ddp import build_data
 from components.training.pretrain import pretrain_model
-from components.tuning.methods import FROZEN_BASE, METHODS
+from components.models.tuned.methods import FROZEN_BASE, METHODS
 from components.tuning.tune import tune_model
 from tests.models.synthetic import one_torch_thread  # noqa: F401  (autouse fixture)
 

@@ -28,7 +28,7 @@ its own config and weights) and adds what the method needs.  ``TuningConfig.meth
                 x d) and per-layer gates ``g_l(u, t) = softmax(W_l h_u(t))``, giving the layer-l prompt
                 ``P_l(u, t) = sum_k g_l,k(u, t) F_k`` (personalized, progressive: one per layer, diverse: see the
                 regulariser).
-              * Where the prompts go (``components.tuning.prompting``): the empty-history prompt ``P_l(u, 0)`` is
+              * Where the prompts go (``components.models.tuned.prompting``): the empty-history prompt ``P_l(u, 0)`` is
                 the prefix (n tokens before the first event; ``P_0`` at the input, ``P_l`` replaces the slots
                 before layer l), read by every event through the causal encoder: the prefix carries the profile
                 and nothing of the history, and its state is the zero-shot user's.  The history part is
@@ -61,7 +61,7 @@ profile only, and a user's states and scores do not depend on the other rows of 
 the empty-history state.  ``training_loss`` scores exactly these states (``tests/tuning/test_leaks.py``).
 
 Profiles: PPR's prompts are generated from user profiles; on data without any (the Taobao slice) PPR refuses
-with a :class:`~components.tuning.profiles.ProfileError` naming ``cpl`` as the method that works without them
+with a :class:`~components.models.tuned.profiles.ProfileError` naming ``cpl`` as the method that works without them
 (its user encoder reads the behavior-type sequence), rather than silently using an empty profile.
 """
 
@@ -77,11 +77,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from components.models import losses
 from components.models.base import ConfigMixin
 from components.models.end4rec import coding_rate
 from components.models.pomrec import MultiInterest
-from components.tuning.profiles import ProfileEmbedding, ProfileError, profile_table
-from components.tuning.prompting import prompted_states
+from components.models.tuned.profiles import ProfileEmbedding, ProfileError, profile_table
+from components.models.tuned.prompting import prompted_states
 
 METHODS = ("finetune", "ppr_light", "ppr_full", "cpl", "pomrec")
 #: Methods whose base encoder stays frozen (verified bit-identical after tuning).
@@ -141,7 +142,7 @@ class TuningConfig(ConfigMixin):
 
     @property
     def max_len(self) -> int:
-        return int(self.base_config.get("max_len", 200))
+        return int(self.base_config["max_len"])  # every encoder config has one
 
 
 class TunedRecommender(nn.Module):
@@ -149,12 +150,12 @@ class TunedRecommender(nn.Module):
 
     uses_profiles = True
 
-    def __init__(self, cfg: TuningConfig):
+    def __init__(self, cfg: TuningConfig, base: nn.Module):
+        """``base``: the pre-trained encoder, built from ``cfg.base_architecture`` / ``cfg.base_config``
+        (``components.models.registry``; its weights are loaded afterwards)."""
         super().__init__()
-        from components.models.trained import build_model
-
         self.config = cfg
-        self.base = build_model(cfg.base_architecture, cfg.base_config)
+        self.base = base
         d = int(cfg.base_config["hidden"])
         has_profile = bool(cfg.profile_fields)
         # New modules start from the config's seed, independent of torch's global generator.
@@ -353,8 +354,6 @@ class TunedRecommender(nn.Module):
         """The next-item loss of :meth:`sequence_states` at the labelled positions of ``mask``; a labelled
         position whose input is padding is a zero-shot example (``training_batches(..., zero_shot=True)`` marks them) and
         scores the empty-history state.  Plus the method's terms (PPR's contrastive, CPL's compactness)."""
-        from components.training.trainer import next_item_loss
-
         cfg = self.config
         if not cfg.zero_shot_loss:
             mask = mask & (items != 0)
@@ -364,7 +363,7 @@ class TunedRecommender(nn.Module):
             negatives = resample_clashes(negatives[:, start:], labels, mask, cfg.n_items)
         h, empty, side, prompts = self._states(items, behaviors, profiles)
         states = self._with_empty(items, 0, h, empty, side)
-        loss = next_item_loss(states, self.output_embeddings(), labels, mask, kind, negatives)
+        loss = losses.next_item_loss(states, self.output_embeddings(), labels, mask, kind, negatives)
         if cfg.method in ("ppr_light", "ppr_full") and cfg.cl_weight > 0:
             latest = torch.where((items[:, -1] != 0)[:, None], h[:, -1], empty)
             loss = loss + cfg.cl_weight * self._contrastive(items, behaviors, profiles, latest)

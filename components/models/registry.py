@@ -1,0 +1,49 @@
+"""Every model the project can build, by name: the encoders and heads (``ARCHITECTURES``) and the tuning methods'
+wrappers (``components.models.tuned``).  A new encoder is one file plus one line here.
+
+A wrapper (the repeat head, a tuned model) is built around a module this registry builds first (its encoder, its
+pre-trained base), so wrappers import nothing of the registry and the imports run one way.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from components.models.ebm import EBM, EBMConfig
+from components.models.end4rec import END4Rec, END4RecConfig
+from components.models.pomrec import PoMRec, PoMRecConfig
+from components.models.repeat import RepeatAware, RepeatAwareConfig
+from components.models.sasrec import SASRec, SASRecConfig
+from components.models.tuned.methods import METHODS, TunedRecommender, TuningConfig
+
+#: architecture name -> (model class, config class).
+ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
+    "sasrec": (SASRec, SASRecConfig),
+    "ebm": (EBM, EBMConfig),
+    "end4rec": (END4Rec, END4RecConfig),
+    "pomrec": (PoMRec, PoMRecConfig),
+    # A repeat-aware head over any of the encoders above (config: encoder, encoder_config).
+    "repeat": (RepeatAware, RepeatAwareConfig),
+}
+
+
+def model_classes(architecture: str, method: str | None = None) -> tuple[type[nn.Module], type]:
+    """(model class, config class) of an architecture, or of a tuning method's wrapper when ``method`` is set."""
+    if method is not None:
+        if method not in METHODS:
+            raise ValueError(f"unknown tuning method {method!r}; known: {list(METHODS)}")
+        return TunedRecommender, TuningConfig
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown model {architecture!r}; known: {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[architecture]
+
+
+def build_model(architecture: str, config: dict, method: str | None = None) -> nn.Module:
+    """A fresh module from its config dict (weights initialised from the config's seed)."""
+    model_cls, cfg_cls = model_classes(architecture, method)
+    cfg = cfg_cls(**config)
+    if method is not None:
+        return TunedRecommender(cfg, build_model(cfg.base_architecture, cfg.base_config))
+    if model_cls is RepeatAware:
+        return RepeatAware(cfg, build_model(cfg.encoder, cfg.encoder_dict()))
+    return model_cls(cfg)

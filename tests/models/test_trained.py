@@ -1,0 +1,69 @@
+"""A TrainedModel knows its architecture and tuning method, stores as safetensors + JSON through one save/load pair,
+and reads models stored before it carried a method (``tuned-<method>``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from components.models.registry import ARCHITECTURES, build_model, model_classes
+from components.models.trained import TrainedModel
+from components.models.tuned.methods import METHODS, TuningConfig
+
+from .synthetic import one_torch_thread  # noqa: F401  (autouse fixture)
+
+BASE = {"n_items": 30, "n_behaviors": 2, "max_len": 8, "hidden": 16, "n_blocks": 1, "n_heads": 1, "seed": 0}
+
+
+def _tuned(method: str = "ppr_light") -> TrainedModel:
+    cfg = TuningConfig(method=method, base_architecture="sasrec", base_config=BASE, n_items=30,
+                       profile_fields=["gender"], profile_vocab=[["F", "M"]], seed=1).to_dict()
+    model = build_model("sasrec", cfg, method)
+    return TrainedModel(architecture="sasrec", method=method, config=cfg, state_dict=model.state_dict(),
+                        history=[{"epoch": 1, "loss": 2.5}], best_epoch=1, best_metric={"name": "m", "value": 0.5},
+                        info={"n": 3})
+
+
+def _scores(model: torch.nn.Module) -> torch.Tensor:
+    items = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
+    behaviors = (items != 0).long()
+    extra = {"profiles": torch.tensor([[1], [2]])} if getattr(model, "uses_profiles", False) else {}
+    with torch.no_grad():
+        return model.score_all(items, behaviors, **extra)
+
+
+def test_save_and_load_give_the_same_model(tmp_path):
+    for trained in (_tuned(), TrainedModel("sasrec", BASE, build_model("sasrec", BASE).state_dict())):
+        trained.save(tmp_path / trained.name)
+        again = TrainedModel.load(tmp_path / trained.name)
+        assert (again.architecture, again.method, again.config, again.history, again.best_metric, again.info) == \
+            (trained.architecture, trained.method, trained.config, trained.history, trained.best_metric, trained.info)
+        assert again.state_dict.keys() == trained.state_dict.keys()
+        assert all(torch.equal(again.state_dict[k], v) for k, v in trained.state_dict.items())
+        torch.testing.assert_close(_scores(again.build()), _scores(trained.build()), rtol=0, atol=0)
+
+
+def test_a_model_stored_as_tuned_prefix_loads_with_its_method(tmp_path):
+    """Artifacts and registered bundles written before ``method`` existed named tuned models ``tuned-<method>``."""
+    trained = _tuned("cpl")
+    trained.save(tmp_path)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    meta.pop("method")
+    meta["architecture"] = "tuned-cpl"
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    old = TrainedModel.load(tmp_path)
+    assert (old.architecture, old.method, old.name, old.is_tuned) == ("sasrec", "cpl", "cpl", True)
+    torch.testing.assert_close(_scores(old.build()), _scores(trained.build()), rtol=0, atol=0)
+
+
+def test_names_and_the_registry():
+    assert TrainedModel("ebm", {}, {}).name == "ebm" and not TrainedModel("ebm", {}, {}).is_tuned
+    assert set(ARCHITECTURES) == {"sasrec", "ebm", "end4rec", "pomrec", "repeat"}
+    for method in METHODS:
+        assert model_classes("sasrec", method)[1] is TuningConfig
+    with pytest.raises(ValueError, match="unknown model 'gru'"):
+        build_model("gru", BASE)
+    with pytest.raises(ValueError, match="unknown tuning method 'lora'"):
+        model_classes("sasrec", "lora")
