@@ -29,7 +29,7 @@ BATCH, HIDDEN, LAYERS, ITEMS, BEHAVIORS = 64, 64, 2, 10_000, 4
 def _config(name: str, n: int) -> dict:
     common = dict(n_items=ITEMS, n_behaviors=BEHAVIORS, max_len=n, hidden=HIDDEN, dropout=0.2, seed=0)
     if name == "sasrec":
-        return {**common, "n_blocks": LAYERS, "n_heads": 1}
+        return {**common, "n_layers": LAYERS, "n_heads": 1}
     return {**common, "n_layers": LAYERS}
 
 

@@ -63,7 +63,7 @@ def main() -> None:
     amps = {"on": [True], "off": [False], "both": [True, False]}[a.amp] if device.type == "cuda" else [False]
     batch_sizes = [int(b) for b in a.batch_sizes.split(",")] if a.batch_sizes else [a.batch_size]
     common = dict(n_items=data.n_items, n_behaviors=data.n_behaviors, max_len=200, hidden=50, dropout=0.2)
-    builders = {"sasrec": lambda: SASRec(SASRecConfig(**common, n_blocks=2, n_heads=1)),
+    builders = {"sasrec": lambda: SASRec(SASRecConfig(**common, n_layers=2, n_heads=1)),
                 "ebm": lambda: EBM(EBMConfig(**common, n_layers=2, chunks=10))}
     for name in a.models.split(","):
         for loss in a.losses.split(","):

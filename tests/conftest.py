@@ -59,3 +59,14 @@ def zenml_env() -> dict:
     mlflow_dir = _TMP / "mlflow"
     uri = ensure_local_stack(mlflow_dir)
     return {"tracking_uri": uri, "mlflow_dir": mlflow_dir, "tmp": _TMP}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_written_into_the_checkout():
+    """Every store lives in the temp dir: a run that falls back to MLflow's default artifact root (./mlruns under
+    the working directory) or ZenML's local paths would write into the checkout; the session fails if one did."""
+    strays = ("mlruns", ".zen", "mlartifacts")
+    before = {name for name in strays if (REPO / name).exists()}
+    yield
+    after = {name for name in strays if (REPO / name).exists()}
+    assert after <= before, f"tests wrote {sorted(after - before)} into the checkout {REPO}"

@@ -47,6 +47,9 @@ class EBMConfig(ConfigMixin):
     max_len: int = 200
     hidden: int = 64
     n_layers: int = 2
+    #: Accepted so that every encoder takes the same options (README, *Models*) and switching ``name:`` alone
+    #: switches the encoder; EBM mixes positions with FFT filters, it has no attention heads.
+    n_heads: int = 1
     chunks: int = 8  # k of the Chunked Diagonal Mechanism (DPCPL: 8..12 best; END4Rec's code: 4)
     dropout: float = 0.2
     use_behavior: bool = True
@@ -61,8 +64,8 @@ class EBMConfig(ConfigMixin):
             problems.append(f"hidden={self.hidden} must be divisible by chunks={self.chunks}")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout={self.dropout} must lie in [0, 1)")
-        if self.max_len < 1 or self.n_layers < 0:
-            problems.append("max_len must be >= 1 and n_layers >= 0")
+        if self.max_len < 1 or self.n_layers < 0 or self.n_heads < 1:
+            problems.append("max_len and n_heads must be >= 1 and n_layers >= 0")
         if problems:
             raise ValueError("EBMConfig: " + "; ".join(problems))
 

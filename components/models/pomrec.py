@@ -107,6 +107,10 @@ class PoMRecConfig(ConfigMixin):
     n_behaviors: int
     max_len: int = 50
     hidden: int = 64
+    #: Accepted so that every encoder takes the same options (README, *Models*) and switching ``name:`` alone
+    #: switches the encoder; PoMRec reads the embedded events directly: one interest layer, no attention heads.
+    n_layers: int = 1
+    n_heads: int = 1
     n_interests: int = 3
     n_prompts: int = 4
     lam: float = 0.0  # chosen on valid (module docstring); the paper's code uses 3, which swamps the mean here
@@ -116,8 +120,8 @@ class PoMRecConfig(ConfigMixin):
 
     def __post_init__(self) -> None:
         problems = []
-        if self.n_items < 1 or self.n_behaviors < 1 or self.max_len < 1:
-            problems.append("n_items, n_behaviors and max_len must be >= 1")
+        if self.n_items < 1 or self.n_behaviors < 1 or self.max_len < 1 or self.n_layers < 0 or self.n_heads < 1:
+            problems.append("n_items, n_behaviors, max_len and n_heads must be >= 1, n_layers >= 0")
         if self.n_interests < 1 or self.n_prompts < 1:
             problems.append(f"n_interests={self.n_interests} and n_prompts={self.n_prompts} must be >= 1")
         if not 0.0 <= self.dropout < 1.0:

@@ -38,10 +38,21 @@ def model_classes(architecture: str, method: str | None = None) -> tuple[type[nn
     return ARCHITECTURES[architecture]
 
 
+#: Options renamed so that every encoder takes the same names; configs stored before the rename are read with the
+#: new ones.
+RENAMED = {"sasrec": {"n_blocks": "n_layers"}}
+
+
+def upgrade_config(architecture: str, config: dict) -> dict:
+    """An encoder config as stored by any version of this project, with its options under their current names."""
+    renamed = RENAMED.get(architecture, {})
+    return {renamed.get(k, k): v for k, v in config.items()}
+
+
 def build_model(architecture: str, config: dict, method: str | None = None) -> nn.Module:
     """A fresh module from its config dict (weights initialised from the config's seed)."""
     model_cls, cfg_cls = model_classes(architecture, method)
-    cfg = cfg_cls(**config)
+    cfg = cfg_cls(**(config if method is not None else upgrade_config(architecture, config)))
     if method is not None:
         return TunedRecommender(cfg, build_model(cfg.base_architecture, cfg.base_config))
     if model_cls is RepeatAware:

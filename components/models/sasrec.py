@@ -38,7 +38,7 @@ class SASRecConfig(ConfigMixin):
     n_behaviors: int
     max_len: int = 200  # longest window fed to the model; also the size of the position table
     hidden: int = 50
-    n_blocks: int = 2
+    n_layers: int = 2
     n_heads: int = 1
     dropout: float = 0.2
     use_behavior: bool = True
@@ -56,8 +56,8 @@ class SASRecConfig(ConfigMixin):
             problems.append(f"hidden={self.hidden} must be divisible by n_heads={self.n_heads}")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout={self.dropout} must lie in [0, 1)")
-        if self.max_len < 1 or self.n_blocks < 0 or self.ffn_mult < 1:
-            problems.append("max_len and ffn_mult must be >= 1, n_blocks >= 0")
+        if self.max_len < 1 or self.n_layers < 0 or self.ffn_mult < 1:
+            problems.append("max_len and ffn_mult must be >= 1, n_layers >= 0")
         if problems:
             raise ValueError("SASRecConfig: " + "; ".join(problems))
 
@@ -118,7 +118,7 @@ class SASRec(NextItemEncoder):
         super().__init__()
         self.config = cfg
         self._build_embeddings(cfg.n_items, cfg.n_behaviors, cfg.max_len, cfg.hidden, cfg.dropout, cfg.use_behavior)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_blocks))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.hidden)
         self.reset_parameters()
 

@@ -41,7 +41,7 @@ from .synthetic import one_torch_thread  # noqa: F401  (autouse fixture)
 
 N_ITEMS, N_BEHAVIORS, N = 40, 3, 16
 #: Small settings, each used where the model's config has the field (a new encoder gets those it knows).
-SMALL = {"max_len": N, "hidden": 16, "n_layers": 2, "n_blocks": 2, "n_heads": 2, "chunks": 4, "dropout": 0.2,
+SMALL = {"max_len": N, "hidden": 16, "n_layers": 2, "n_heads": 2, "chunks": 4, "dropout": 0.2,
          "n_interests": 2, "n_prompts": 2}
 PROFILE_FIELDS, PROFILE_VOCAB = ["age", "gender"], [["18", "25", "35"], ["F", "M"]]
 TUNING = {"n_prompts": 2, "prompt_hidden": 16, "n_factors": 4, "user_dim": 8, "gru_dim": 8, "n_interests": 2,

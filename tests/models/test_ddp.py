@@ -38,7 +38,7 @@ def _config(path: Path, raw: Path, batch_size: int) -> Path:
             "split": {"parameters": {"settings": {"target_behaviors": None, "cold_threshold": 5,
                                                   "cold_mode": "natural", "n_negatives": 99}}},
             "pretrain": {"parameters": {
-                "model": {"name": "sasrec", "max_len": 50, "hidden": 32, "n_blocks": 1, "n_heads": 1,
+                "model": {"name": "sasrec", "max_len": 50, "hidden": 32, "n_layers": 1, "n_heads": 1,
                           "dropout": 0.2},
                 "training": {"epochs": EPOCHS, "batch_size": batch_size, "lr": 0.002, "loss": "ce",
                              "train_on": "all", "device": "cpu", "valid_protocols": ["sampled"],
@@ -63,6 +63,12 @@ def test_ddp_two_ranks_shard_disjointly_rank0_writes_and_matches_single_process(
     _run(["-m", "components.training.ddp", "--config", str(_config(tmp_path / "single.yaml", taobao_head, BATCH)),
           "--out", str(single), "--record-shards"], env)
     mlflow_db = tmp_path / "mlflow.db"
+    import mlflow
+
+    # The experiment the launcher logs to, with its artifacts in the temp dir (MLflow's default for a SQLite store
+    # is ./mlruns under the working directory: the checkout).
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{mlflow_db}").create_experiment(
+        "ddp-test", artifact_location=(tmp_path / "artifacts").as_uri())
     _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "components.training.ddp",
           "--config", str(_config(tmp_path / "ddp.yaml", taobao_head, BATCH // 2)), "--out", str(ddp),
           "--checkpoint-dir", str(tmp_path / "ckpt"), "--record-shards"],
@@ -89,8 +95,6 @@ def test_ddp_two_ranks_shard_disjointly_rank0_writes_and_matches_single_process(
     assert (ranks[1]["checkpoints_written"], ranks[1]["epoch_logs"]) == (0, 0)
     assert sorted(p.name for p in ddp.iterdir()) == ["model.json", "shards", "weights.safetensors"]
     assert len(list((tmp_path / "ckpt").rglob("checkpoint.pt"))) == 1
-
-    import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{mlflow_db}")
     runs = client.search_runs([client.get_experiment_by_name("ddp-test").experiment_id])

@@ -18,7 +18,7 @@ B, N, N_ITEMS, HIDDEN = 13, 7, 99, 32
 
 
 def make_model(**kw) -> SASRec:
-    cfg = dict(n_items=N_ITEMS, n_behaviors=3, max_len=16, hidden=HIDDEN, n_blocks=2, n_heads=2, dropout=0.2)
+    cfg = dict(n_items=N_ITEMS, n_behaviors=3, max_len=16, hidden=HIDDEN, n_layers=2, n_heads=2, dropout=0.2)
     cfg.update(kw)
     return SASRec(SASRecConfig(**cfg)).eval()
 

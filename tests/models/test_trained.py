@@ -14,7 +14,7 @@ from components.models.tuned.methods import METHODS, TuningConfig
 
 from .synthetic import one_torch_thread  # noqa: F401  (autouse fixture)
 
-BASE = {"n_items": 30, "n_behaviors": 2, "max_len": 8, "hidden": 16, "n_blocks": 1, "n_heads": 1, "seed": 0}
+BASE = {"n_items": 30, "n_behaviors": 2, "max_len": 8, "hidden": 16, "n_layers": 1, "n_heads": 1, "seed": 0}
 
 
 def _tuned(method: str = "ppr_light") -> TrainedModel:
@@ -67,3 +67,20 @@ def test_names_and_the_registry():
         build_model("gru", BASE)
     with pytest.raises(ValueError, match="unknown tuning method 'lora'"):
         model_classes("sasrec", "lora")
+
+
+def test_every_encoder_takes_the_same_options():
+    """Changing ``name:`` alone switches the encoder: the shared options mean the same in every encoder config."""
+    shared = {"n_items": 30, "n_behaviors": 2, "max_len": 12, "hidden": 16, "n_layers": 2, "n_heads": 2,
+              "dropout": 0.1, "seed": 0}
+    for name in ("sasrec", "ebm", "end4rec", "pomrec"):
+        model = build_model(name, shared)
+        assert model.max_len == 12 and model.config.hidden == 16 and model.config.n_layers == 2, name
+        assert _scores(model).shape == (2, 31)
+
+
+def test_a_sasrec_stored_with_n_blocks_loads(tmp_path):
+    """SASRec's ``n_blocks`` became ``n_layers``; models registered before read under the new name."""
+    old = {k: v for k, v in BASE.items() if k != "n_layers"} | {"n_blocks": 1}
+    trained = TrainedModel("sasrec", old, build_model("sasrec", BASE).state_dict())
+    torch.testing.assert_close(_scores(trained.build()), _scores(build_model("sasrec", BASE).eval()), rtol=0, atol=0)

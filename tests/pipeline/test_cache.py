@@ -158,7 +158,7 @@ def write_config(path: Path, raw_path: Path) -> Path:
     cfg["parameters"]["raw_path"] = str(raw_path)
     steps = cfg["steps"]
     steps["split"]["parameters"]["settings"].update(cold_threshold=3, n_negatives=20)
-    steps["pretrain"]["parameters"]["model"].update(hidden=16, max_len=20, n_blocks=1)
+    steps["pretrain"]["parameters"]["model"].update(hidden=16, max_len=20, n_layers=1)
     steps["pretrain"]["parameters"]["training"].update(epochs=1, batch_size=64)
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -35,7 +35,7 @@ def _tuned(method: str, architecture: str) -> TunedRecommender:
     """A method over a small random base, its own modules moved off their start (zero-init scales included), so
     every path of the method is live."""
     common = dict(n_items=N_ITEMS, n_behaviors=N_BEHAVIORS, max_len=20, hidden=16, seed=1)
-    base = (SASRecConfig(**common, n_blocks=2, n_heads=2) if architecture == "sasrec"
+    base = (SASRecConfig(**common, n_layers=2, n_heads=2) if architecture == "sasrec"
             else EBMConfig(**common, n_layers=2, chunks=4))
     cfg = TuningConfig(method=method, base_architecture=architecture, base_config=base.to_dict(), n_items=N_ITEMS,
                        target_behaviors=[N_BEHAVIORS], profile_fields=["age", "gender"],
@@ -149,7 +149,7 @@ def test_pomrec_pooling_reads_no_later_logit():
 def chain():
     data = make_chain_dataset(n_warm=40, n_cold_tune=80, n_cold_test=10, n_items=12, warm_len=(5, 8),
                               cold_len=(2, 6), n_negatives=3, seed=3)
-    cfg = SASRecConfig(n_items=data.n_items, n_behaviors=data.n_behaviors, max_len=20, hidden=16, n_blocks=1, seed=0)
+    cfg = SASRecConfig(n_items=data.n_items, n_behaviors=data.n_behaviors, max_len=20, hidden=16, n_layers=1, seed=0)
     base = TrainedModel("sasrec", cfg.to_dict(), {k: v.clone() for k, v in SASRec(cfg).state_dict().items()})
     return data, base
 

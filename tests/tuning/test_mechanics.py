@@ -28,7 +28,7 @@ def _left_pad(items: torch.Tensor, extra: int) -> torch.Tensor:
 def test_prompted_states_do_not_depend_on_left_padding(encoder):
     """The prompts sit right before the first event whatever the padding: more padding changes nothing."""
     if encoder == "sasrec":
-        model = SASRec(SASRecConfig(n_items=40, n_behaviors=2, max_len=20, hidden=16, n_blocks=2, n_heads=2, seed=1))
+        model = SASRec(SASRecConfig(n_items=40, n_behaviors=2, max_len=20, hidden=16, n_layers=2, n_heads=2, seed=1))
     else:
         model = EBM(EBMConfig(n_items=40, n_behaviors=2, max_len=20, hidden=16, n_layers=2, chunks=4, seed=1))
     model.eval()
@@ -86,7 +86,7 @@ def taobao(shared_datasets):
     raw = read_dataset("taobao", shared_datasets / "taobao_userbehavior_head")
     clean = clean_interactions(raw.interactions, CleanConfig(min_user_events=5, min_item_events=3))
     data = build_sequences(clean, raw.profiles, SplitConfig(target_behaviors=["buy"], cold_threshold=3, seed=0))
-    cfg = SASRecConfig(n_items=data.n_items, n_behaviors=data.n_behaviors, max_len=30, hidden=16, n_blocks=1, seed=0)
+    cfg = SASRecConfig(n_items=data.n_items, n_behaviors=data.n_behaviors, max_len=30, hidden=16, n_layers=1, seed=0)
     base = TrainedModel("sasrec", cfg.to_dict(), {k: v.clone() for k, v in SASRec(cfg).state_dict().items()})
     return data, base
 
