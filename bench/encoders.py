@@ -36,14 +36,14 @@ def _config(name: str, n: int) -> dict:
 def one_run(name: str, n: int, steps: int, device_name: str) -> dict:
     import torch
 
-    from components.models.registry import model_classes
-    from components.training.evaluation import resolve_device
     from components.models.losses import next_item_loss
+    from components.models.registry import build_model, model_classes
+    from components.training.evaluation import resolve_device
 
     device = resolve_device(device_name)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MB
-    model_cls, cfg_cls = model_classes(name)
-    model = model_cls(cfg_cls(**_config(name, n))).to(device).train()
+    _, cfg_cls = model_classes(name)
+    model = build_model(name, cfg_cls(**_config(name, n)).to_dict()).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
     items = torch.randint(1, ITEMS + 1, (BATCH, n), generator=g).to(device)

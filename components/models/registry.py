@@ -11,6 +11,7 @@ from torch import nn
 
 from components.models.ebm import EBM, EBMConfig
 from components.models.end4rec import END4Rec, END4RecConfig
+from components.models.gru4rec import GRU4Rec, GRU4RecConfig
 from components.models.pomrec import PoMRec, PoMRecConfig
 from components.models.repeat import RepeatAware, RepeatAwareConfig
 from components.models.sasrec import SASRec, SASRecConfig
@@ -22,6 +23,7 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
     "ebm": (EBM, EBMConfig),
     "end4rec": (END4Rec, END4RecConfig),
     "pomrec": (PoMRec, PoMRecConfig),
+    "gru4rec": (GRU4Rec, GRU4RecConfig),
     # A repeat-aware head over any of the encoders above (config: encoder, encoder_config).
     "repeat": (RepeatAware, RepeatAwareConfig),
 }

@@ -60,7 +60,7 @@ def test_a_model_stored_as_tuned_prefix_loads_with_its_method(tmp_path):
 
 def test_names_and_the_registry():
     assert TrainedModel("ebm", {}, {}).name == "ebm" and not TrainedModel("ebm", {}, {}).is_tuned
-    assert set(ARCHITECTURES) == {"sasrec", "ebm", "end4rec", "pomrec", "repeat"}
+    assert set(ARCHITECTURES) == {"sasrec", "ebm", "end4rec", "pomrec", "gru4rec", "repeat"}
     for method in METHODS:
         assert model_classes("sasrec", method)[1] is TuningConfig
     with pytest.raises(ValueError, match="unknown model 'gru'"):
@@ -73,7 +73,7 @@ def test_every_encoder_takes_the_same_options():
     """Changing ``name:`` alone switches the encoder: the shared options mean the same in every encoder config."""
     shared = {"n_items": 30, "n_behaviors": 2, "max_len": 12, "hidden": 16, "n_layers": 2, "n_heads": 2,
               "dropout": 0.1, "seed": 0}
-    for name in ("sasrec", "ebm", "end4rec", "pomrec"):
+    for name in ("sasrec", "ebm", "end4rec", "pomrec", "gru4rec"):
         model = build_model(name, shared)
         assert model.max_len == 12 and model.config.hidden == 16 and model.config.n_layers == 2, name
         assert _scores(model).shape == (2, 31)
