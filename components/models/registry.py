@@ -15,7 +15,7 @@ from components.models.gru4rec import GRU4Rec, GRU4RecConfig
 from components.models.pomrec import PoMRec, PoMRecConfig
 from components.models.repeat import RepeatAware, RepeatAwareConfig
 from components.models.sasrec import SASRec, SASRecConfig
-from components.models.tuned.methods import METHODS, TunedRecommender, TuningConfig
+from components.models.tuned.methods import method_classes, method_config
 
 #: architecture name -> (model class, config class).
 ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
@@ -32,9 +32,7 @@ ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
 def model_classes(architecture: str, method: str | None = None) -> tuple[type[nn.Module], type]:
     """(model class, config class) of an architecture, or of a tuning method's wrapper when ``method`` is set."""
     if method is not None:
-        if method not in METHODS:
-            raise ValueError(f"unknown tuning method {method!r}; known: {list(METHODS)}")
-        return TunedRecommender, TuningConfig
+        return method_classes(method)
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown model {architecture!r}; known: {sorted(ARCHITECTURES)}")
     return ARCHITECTURES[architecture]
@@ -54,9 +52,11 @@ def upgrade_config(architecture: str, config: dict) -> dict:
 def build_model(architecture: str, config: dict, method: str | None = None) -> nn.Module:
     """A fresh module from its config dict (weights initialised from the config's seed)."""
     model_cls, cfg_cls = model_classes(architecture, method)
-    cfg = cfg_cls(**(config if method is not None else upgrade_config(architecture, config)))
     if method is not None:
-        return TunedRecommender(cfg, build_model(cfg.base_architecture, cfg.base_config))
+        # A config stored when every method's settings sat in one config carries the others' too: dropped.
+        cfg = method_config(method, config, strict=False, where=f"{method} model config")
+        return model_cls(cfg, build_model(cfg.base_architecture, cfg.base_config))
+    cfg = cfg_cls(**upgrade_config(architecture, config))
     if model_cls is RepeatAware:
         return RepeatAware(cfg, build_model(cfg.encoder, cfg.encoder_dict()))
     return model_cls(cfg)

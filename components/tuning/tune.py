@@ -28,7 +28,14 @@ from components.settings import from_dict
 from components.training.batches import training_users
 from components.training.evaluation import resolve_device
 from components.training.trainer import TrainConfig, train
-from components.models.tuned.methods import FROZEN_BASE, METHODS, TunedRecommender, TuningConfig
+from components.models.tuned.methods import (
+    FROZEN_BASE,
+    METHODS,
+    TunedRecommender,
+    TuningConfig,
+    method_classes,
+    method_config,
+)
 from components.models.tuned.profiles import select_fields
 
 logger = logging.getLogger(__name__)
@@ -60,8 +67,8 @@ def tuning_config(method: str, base: TrainedModel, data: SequenceDataset, settin
                          f"pre-trained {', '.join(a for a in ARCHITECTURES if takes_prompts(a))} model")
     settings = dict(settings or {})
     fields, vocab = select_fields(data, settings.pop("profile_fields", None))
-    return from_dict(TuningConfig, {
-        "method": method, "base_architecture": base.architecture, "base_config": dict(base.config),
+    return method_config(method, {
+        "base_architecture": base.architecture, "base_config": dict(base.config),
         "n_items": int(base.config["n_items"]), "target_behaviors": list(data.target_behaviors),
         "profile_fields": fields, "profile_vocab": vocab, "seed": seed, **settings}, where=f"tuning ({method})")
 
@@ -80,14 +87,15 @@ def tune_model(base: TrainedModel, data: SequenceDataset, method: str, settings:
     cfg = tuning_config(method, base, data, settings, seed)
     tcfg = from_dict(TrainConfig, {**TUNING_TRAIN_DEFAULTS, **(train_settings or {}), "seed": seed},
                      where="steps.prompt_tune.parameters.training")
-    model = TunedRecommender(cfg, build_model(cfg.base_architecture, cfg.base_config))
+    model = method_classes(method)[0](cfg, build_model(cfg.base_architecture, cfg.base_config))
     model.base.load_state_dict(base.state_dict)
     frozen = {}
     if method in FROZEN_BASE:
         frozen = {k: v.detach().clone() for k, v in model.base.state_dict().items()}
     counts = count_parameters(model)
-    finetune_counts = count_parameters(TunedRecommender(TuningConfig(**{**cfg.to_dict(), "method": "finetune"}),
-                                                        build_model(cfg.base_architecture, cfg.base_config)))
+    finetune = method_config("finetune", cfg.to_dict(), strict=False)  # the same base, data and shared settings
+    finetune_counts = count_parameters(method_classes("finetune")[0](finetune, build_model(cfg.base_architecture,
+                                                                                         cfg.base_config)))
     logger.info("tuning %s over %s: %s of %s parameters tuned (%.2f%%) on %d cold tuning users", method,
                 base.architecture, f"{counts['n_tuned_parameters']:,}", f"{counts['n_parameters']:,}",
                 100 * counts["tuned_share"], len(data.cold_tune_users))

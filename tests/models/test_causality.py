@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 import components.models.losses as losses_module
 from components.models.registry import ARCHITECTURES, build_model, model_classes
-from components.models.tuned.methods import METHODS, TuningConfig
+from components.models.tuned.methods import METHODS, method_config
 from components.tuning.tune import takes_prompts
 
 from .synthetic import one_torch_thread  # noqa: F401  (autouse fixture)
@@ -77,9 +77,9 @@ def build(name: str) -> nn.Module:
     if not name.startswith(TUNED):
         return _perturb(build_model(name, _encoder_config(name)))
     method, base = name[len(TUNED):].split("@")
-    cfg = TuningConfig(method=method, base_architecture=base, base_config=_encoder_config(base), n_items=N_ITEMS,
-                       target_behaviors=[N_BEHAVIORS], profile_fields=PROFILE_FIELDS, profile_vocab=PROFILE_VOCAB,
-                       seed=0, **TUNING)
+    cfg = method_config(method, dict(base_architecture=base, base_config=_encoder_config(base), n_items=N_ITEMS,
+                                     target_behaviors=[N_BEHAVIORS], profile_fields=PROFILE_FIELDS,
+                                     profile_vocab=PROFILE_VOCAB, seed=0, **TUNING), strict=False)
     return _perturb(build_model(base, cfg.to_dict(), method))
 
 

@@ -10,7 +10,7 @@ import torch
 
 from components.models.registry import ARCHITECTURES, build_model, model_classes
 from components.models.trained import TrainedModel
-from components.models.tuned.methods import METHODS, TuningConfig
+from components.models.tuned.methods import METHODS, TuningConfig, method_config
 
 from .synthetic import one_torch_thread  # noqa: F401  (autouse fixture)
 
@@ -18,8 +18,8 @@ BASE = {"n_items": 30, "n_behaviors": 2, "max_len": 8, "hidden": 16, "n_layers":
 
 
 def _tuned(method: str = "ppr_light") -> TrainedModel:
-    cfg = TuningConfig(method=method, base_architecture="sasrec", base_config=BASE, n_items=30,
-                       profile_fields=["gender"], profile_vocab=[["F", "M"]], seed=1).to_dict()
+    cfg = method_config(method, dict(base_architecture="sasrec", base_config=BASE, n_items=30,
+                                     profile_fields=["gender"], profile_vocab=[["F", "M"]], seed=1)).to_dict()
     model = build_model("sasrec", cfg, method)
     return TrainedModel(architecture="sasrec", method=method, config=cfg, state_dict=model.state_dict(),
                         history=[{"epoch": 1, "loss": 2.5}], best_epoch=1, best_metric={"name": "m", "value": 0.5},
@@ -62,7 +62,7 @@ def test_names_and_the_registry():
     assert TrainedModel("ebm", {}, {}).name == "ebm" and not TrainedModel("ebm", {}, {}).is_tuned
     assert set(ARCHITECTURES) == {"sasrec", "ebm", "end4rec", "pomrec", "gru4rec", "repeat"}
     for method in METHODS:
-        assert model_classes("sasrec", method)[1] is TuningConfig
+        assert issubclass(model_classes("sasrec", method)[1], TuningConfig)
     with pytest.raises(ValueError, match="unknown model 'gru'"):
         build_model("gru", BASE)
     with pytest.raises(ValueError, match="unknown tuning method 'lora'"):

@@ -127,15 +127,15 @@ def test_nested_settings_are_accepted_by_their_components(path: Path):
             f"{split_cfg.n_negatives} negatives")
     tuning = params.get("tuning", "none")
     if tuning != "none":
-        from components.models.tuned.methods import METHODS, TuningConfig
+        from components.models.tuned.methods import METHODS, method_config
 
         assert tuning in METHODS, f"{path.name}: tuning {tuning!r} not in {METHODS}"
         tune = _step_params(cfg, "prompt_tune")
         settings = dict(tune.get("settings") or {})
         fields = settings.pop("profile_fields", None) or ["age"]
-        from_dict(TuningConfig, {"method": tuning, "base_architecture": "sasrec", "base_config": {"hidden": 8},
-                                 "n_items": 10, "profile_fields": fields, "profile_vocab": [["x"]] * len(fields),
-                                 **settings}, where="prompt_tune.settings")
+        method_config(tuning, {"base_architecture": "sasrec", "base_config": {"hidden": 8}, "n_items": 10,
+                               "profile_fields": fields, "profile_vocab": [["x"]] * len(fields), **settings},
+                      where="prompt_tune.settings")
         tune_train = from_dict(TrainConfig, tune.get("training"), where="prompt_tune.training")
         if tune_train.valid_metric.startswith("sampled"):
             assert tune_train.valid_metric.startswith(protocol + "_"), path.name

@@ -23,7 +23,7 @@ from components.models.pomrec import MultiInterest
 from components.models.sasrec import SASRec, SASRecConfig
 from components.models.registry import build_model
 from components.models.trained import TrainedModel
-from components.models.tuned.methods import METHODS, TunedRecommender, TuningConfig
+from components.models.tuned.methods import METHODS, TunedRecommender, method_config
 from components.training.batches import training_batches, training_users
 from components.tuning.tune import tune_model
 from tests.models.synthetic import make_chain_dataset, one_torch_thread  # noqa: F401  (autouse fixture)
@@ -37,9 +37,10 @@ def _tuned(method: str, architecture: str) -> TunedRecommender:
     common = dict(n_items=N_ITEMS, n_behaviors=N_BEHAVIORS, max_len=20, hidden=16, seed=1)
     base = (SASRecConfig(**common, n_layers=2, n_heads=2) if architecture == "sasrec"
             else EBMConfig(**common, n_layers=2, chunks=4))
-    cfg = TuningConfig(method=method, base_architecture=architecture, base_config=base.to_dict(), n_items=N_ITEMS,
-                       target_behaviors=[N_BEHAVIORS], profile_fields=["age", "gender"],
-                       profile_vocab=[["1", "2", "3"], ["F", "M"]], n_prompts=2, seed=3)
+    cfg = method_config(method, dict(base_architecture=architecture, base_config=base.to_dict(), n_items=N_ITEMS,
+                                     target_behaviors=[N_BEHAVIORS], profile_fields=["age", "gender"],
+                                     profile_vocab=[["1", "2", "3"], ["F", "M"]], n_prompts=2, seed=3),
+                        strict=False)
     model = build_model(architecture, cfg.to_dict(), method)
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():

@@ -13,7 +13,7 @@ from components.models.ebm import EBM, EBMConfig
 from components.models.pomrec import MultiInterest, PoMRec, PoMRecConfig
 from components.models.sasrec import SASRec, SASRecConfig
 from components.models.trained import TrainedModel
-from components.models.tuned.methods import TuningConfig
+from components.models.tuned.methods import method_config
 from components.models.tuned.profiles import ProfileError
 from components.models.tuned.prompting import prompted_states
 from components.tuning.tune import tune_model
@@ -139,7 +139,7 @@ def test_tuning_config_refuses_unknown_settings(taobao):
     with pytest.raises(ValueError, match="prompt_lenght"):
         tune_model(base, data, "cpl", {"prompt_lenght": 3}, {"epochs": 1}, seed=0)
     with pytest.raises(ValueError, match="method"):
-        TuningConfig(method="lora", base_architecture="sasrec", base_config=base.config, n_items=data.n_items)
+        method_config("lora", {"base_architecture": "sasrec", "base_config": base.config, "n_items": data.n_items})
 
 
 def test_tuning_refuses_a_base_without_an_encoder_stack():
