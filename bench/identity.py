@@ -1,6 +1,7 @@
 """Bit-identity of results across a refactor: run fixed configs through the real pipeline and dump every metric.
 
     python -m bench.identity run --out before.json [--raw-path data/ml-1m] [--only quickstart,ebm,cpl]
+    python -m bench.identity tuned --out before-tuned.json [--raw-path data/ml-1m]
     python -m bench.identity compare before.json after.json
 
 ``run`` trains each case through ``training_pipeline`` exactly as ``zenml pipeline run`` does, in a fresh ZenML
@@ -16,7 +17,12 @@ The cases are the redesign check of issue 12 (same configs and seeds, metrics bi
 - ``ebm``: configs/ml1m.ebm.yaml at 2 epochs;
 - ``cpl``: configs/ml1m.cpl.yaml at 2 pre-training and 3 tuning epochs.
 
-Run ``run`` on the commit before a change (a ``git worktree`` of it, with this file copied in if it predates it)
+``tuned`` checks every tuning method, not only the pipeline's ``cpl`` case, without the pipeline: one SASRec base
+pre-trained for 1 epoch on configs/ml1m.ppr_light.yaml's split (seed 0), then each method tuned for 2 epochs with
+its config's settings; per method it records the SHA-256 of the tuned weights and every epoch's loss and
+validation metrics, in the same format, so ``compare`` reads it too.
+
+Run ``run`` (or ``tuned``) on the commit before a change (a ``git worktree`` of it, with this file copied in if it predates it)
 and on the change, on the same machine, then ``compare``.
 """
 
@@ -115,6 +121,39 @@ def _one(config: str, tmp: str, out: str) -> None:
     Path(out).write_text(json.dumps(_collect(uri)))
 
 
+def tuned_cases(raw_path: str) -> dict:
+    import hashlib
+
+    import yaml
+
+    from components.training.ddp import build_data
+    from components.training.pretrain import pretrain_model
+    from components.tuning.tune import tune_model
+
+    def params(method: str) -> dict:
+        return yaml.safe_load((REPO / "configs" / f"ml1m.{method}.yaml").read_text())["steps"]["prompt_tune"][
+            "parameters"]
+
+    data, pre = build_data(yaml.safe_load((REPO / "configs" / "ml1m.ppr_light.yaml").read_text()), raw_path, seed=0)
+    base = pretrain_model(data, pre["model"], {**pre["training"], "epochs": 1, "progress": False,
+                                               "valid_protocols": ["sampled"]}, seed=0)
+    runs = {}
+    for method in ("finetune", "ppr_light", "ppr_full", "cpl", "pomrec"):
+        p = params(method)
+        tuned = tune_model(base, data, method, p["settings"], {**p["training"], "epochs": 2, "progress": False,
+                                                               "valid_protocols": ["sampled"]}, seed=0)
+        digest = hashlib.sha256()
+        for k in sorted(tuned.state_dict):
+            digest.update(k.encode() + tuned.state_dict[k].numpy().tobytes())
+        metrics = {"weights_sha256": [[0, digest.hexdigest()]]}
+        for record in tuned.history:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and not VOLATILE.search(key):
+                    metrics.setdefault(key, []).append([int(record["epoch"]), repr(float(value))])
+        runs[method] = metrics
+    return {"tuned": runs}
+
+
 def compare(a: dict, b: dict) -> list[str]:
     diffs = []
     for case in sorted(set(a) | set(b)):
@@ -134,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", required=True)
     r.add_argument("--raw-path", default=str(REPO / "data" / "ml-1m"))
     r.add_argument("--only", default=",".join(CASES))
+    t = sub.add_parser("tuned")
+    t.add_argument("--out", required=True)
+    t.add_argument("--raw-path", default=str(REPO / "data" / "ml-1m"))
     c = sub.add_parser("compare")
     c.add_argument("a")
     c.add_argument("b")
@@ -144,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.cmd == "_one":
         _one(a.config, a.tmp, a.out)
+        return 0
+    if a.cmd == "tuned":
+        results = tuned_cases(str(Path(a.raw_path).resolve()))
+        Path(a.out).write_text(json.dumps(results, indent=1, sort_keys=True))
+        print(f"{len(results['tuned'])} methods -> {a.out}")
         return 0
     if a.cmd == "run":
         results = run_cases(a.only.split(","), str(Path(a.raw_path).resolve()))
