@@ -70,3 +70,24 @@ def nothing_written_into_the_checkout():
     yield
     after = {name for name in strays if (REPO / name).exists()}
     assert after <= before, f"tests wrote {sorted(after - before)} into the checkout {REPO}"
+
+
+#: Test levels (README, *Tests and benchmarks*): every test gets exactly one, from its place and its fixtures unless
+#: it declares one: ``pipeline`` (tests/pipeline: real ZenML and MLflow stores), ``real`` (reads the real data
+#: slices or ML-1M), ``unit`` (small data it makes itself).  ``slow`` is declared by the tests that take more
+#: than a few seconds; ``pytest -m "not slow"`` is the fast subset.
+LEVELS = ("unit", "real", "pipeline")
+_REAL_FIXTURES = {"shared_datasets", "taobao_head", "zenml_env"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        declared = [m.name for m in item.iter_markers() if m.name in LEVELS]
+        if declared:
+            continue
+        if Path(str(item.fspath)).resolve().parent.name == "pipeline":
+            item.add_marker(pytest.mark.pipeline)
+        elif _REAL_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.real)
+        else:
+            item.add_marker(pytest.mark.unit)

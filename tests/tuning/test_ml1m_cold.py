@@ -23,6 +23,8 @@ from components.models.tuned.methods import FROZEN_BASE, METHODS
 from components.tuning.tune import tune_model
 from tests.models.synthetic import one_torch_thread  # noqa: F401  (autouse fixture)
 
+pytestmark = [pytest.mark.real, pytest.mark.slow]  # ML-1M, every method tuned: minutes
+
 REPO = Path(__file__).resolve().parents[2]
 ML1M = REPO / "data" / "ml-1m"
 PRETRAIN_EPOCHS = 6
