@@ -41,6 +41,8 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kv
 
+pytestmark = pytest.mark.slow  # ZenML schedules a run on a real store
+
 REPO = Path(__file__).resolve().parents[2]
 
 CONFIG = REPO / "configs" / "training.k8s.yaml"

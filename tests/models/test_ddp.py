@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,6 +56,7 @@ def _run(args: list[str], env: dict) -> None:
     assert proc.returncode == 0, f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
 
 
+@pytest.mark.slow
 def test_ddp_two_ranks_shard_disjointly_rank0_writes_and_matches_single_process(taobao_head, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "WORLD_SIZE", "RANK", "LOCAL_RANK",
                                                                      "MASTER_"))}

@@ -289,6 +289,7 @@ def test_official_compactness_is_per_sequence_minimised_and_ignores_padding():
     assert losses["batch_states", 0.01] < losses["batch_states", 0.0]
 
 
+@pytest.mark.slow
 def test_hard_noise_eliminator_drops_injected_misclicks_more_than_real_events(taobao_head):
     """The controlled-noise question: 20% extra random clicks (popularity-proportional items, times uniform in each
     user's span) injected into the real Taobao head; after guided stages 1-2 the eliminator must drop injected

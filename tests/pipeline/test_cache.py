@@ -21,6 +21,8 @@ import yaml
 
 from steps._common import PROJECT_PACKAGES, code_digest, key_files, key_modules
 
+pytestmark = pytest.mark.slow  # pipeline runs in a copy of the repository
+
 REPO = Path(__file__).resolve().parents[2]
 STEP_MODULES = sorted(f"steps.{p.stem}" for p in (REPO / "steps").glob("*.py") if not p.stem.startswith("_"))
 DATA_STEPS = ("steps.ingest", "steps.validate", "steps.clean", "steps.split")

@@ -15,6 +15,8 @@ from zenml.enums import ExecutionStatus
 from components.data.drift import champion_profile
 from tests.pipeline.test_training_pipeline import MODEL, n_versions, run_pipeline, write_config
 
+pytestmark = pytest.mark.slow  # pipeline runs per drift mode
+
 
 def with_drift(config: Path, mode: str) -> Path:
     cfg = yaml.safe_load(config.read_text())

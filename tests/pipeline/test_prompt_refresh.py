@@ -18,6 +18,8 @@ from zenml.enums import ExecutionStatus
 from components.training.refresh import BASE_VERSION_TAG, NoChampionError, load_champion_base
 from tests.pipeline.test_training_pipeline import MODEL, n_versions, run_pipeline, write_config
 
+pytestmark = pytest.mark.slow  # training and refresh pipeline runs
+
 HEAD_PREFIXES = ("blocks.1.", "ln_f.")  # the test champion is a 2-block SASRec
 
 

@@ -14,6 +14,8 @@ import yaml
 from mlflow import MlflowClient
 from zenml.enums import ExecutionStatus
 
+pytestmark = pytest.mark.slow  # pipeline runs on real stores
+
 MODEL = "mbprompt-taobao"
 
 

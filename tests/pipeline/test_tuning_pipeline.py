@@ -14,6 +14,8 @@ from mlflow import MlflowClient
 from safetensors.torch import load_file
 from zenml.enums import ExecutionStatus
 
+pytestmark = pytest.mark.slow  # four ML-1M pipeline runs
+
 REPO = Path(__file__).resolve().parents[2]
 ML1M = REPO / "data" / "ml-1m"
 BASE = "mbprompt-ml1m"
