@@ -35,22 +35,11 @@ def prompt_tune(
         mlflow_log.log_metrics(metrics, step=epoch, prefix="epoch/")
 
     tuned = tune.tune_model(pretrained_model, sequences, tuning, settings, training, seed=seed, on_epoch_end=log_epoch)
-    info = tuned.info
-    efficiency = {k: info[k] for k in ("n_parameters", "n_tuned_parameters", "tuned_share", "n_finetune_parameters",
-                                       "tuned_vs_finetune")}
-    efficiency.update(tune_seconds=info["wall_seconds"], tune_seconds_per_epoch=info["seconds_per_epoch"])
-    # Time against the most recent fine-tuning run of the same base on the same data: training time of the median
-    # epoch, validation excluded (early stopping makes epoch counts differ; an epoch's work does not).
-    reference = None if tuning == "finetune" else mlflow_log.latest_metrics_where(
-        {"tuning": "finetune", "data_digest": digest, "base_architecture": pretrained_model.architecture},
-        ["tune_seconds_per_epoch"])
-    if tuning == "finetune":
-        efficiency["time_per_epoch_vs_finetune"] = 1.0
-    elif reference is not None:
-        efficiency["time_per_epoch_vs_finetune"] = info["seconds_per_epoch"] / reference["tune_seconds_per_epoch"]
+    reference = tune.finetune_reference(tuning, digest, pretrained_model.architecture)
+    efficiency = tune.efficiency(tuned, reference)
     mlflow_log.log_metrics(efficiency)
     mlflow_log.log_dict({**efficiency, "finetune_reference_run": reference and reference["run_id"],
-                         "tuned_parameter_names": info["tuned_parameter_names"]}, "tuning/efficiency.json")
+                         "tuned_parameter_names": tuned.info["tuned_parameter_names"]}, "tuning/efficiency.json")
     log_metadata({"tuning": tuning, **efficiency})
     return tuned
 

@@ -1,4 +1,3 @@
-import logging
 from typing import Annotated, Optional
 
 import pyarrow as pa
@@ -9,8 +8,6 @@ import components.data.validation as validation
 from components.data.datasets import validation_config
 from components.tracking import mlflow_log
 from steps._common import TRACKER, cache_on_code
-
-logger = logging.getLogger(__name__)
 
 
 @step(experiment_tracker=TRACKER, cache_policy=cache_on_code(__name__))
@@ -41,25 +38,13 @@ def validate(
         report.raise_for_failure()
 
     profile = data_drift.profile_data(interactions, sketch_k=gate.sketch_k, source=raw_path)
-    if gate.mode != "off":
-        model_name = f"mbprompt-{dataset}"  # the name components.serving.registry registers under
-        reference = data_drift.champion_profile(model_name)
-        if reference is None:
-            logger.info("drift gate (%s): no champion profile for %s to compare with: passed", gate.mode, model_name)
-            log_metadata({"drift": {"mode": gate.mode, "passed": True, "reference": "none (first run)"}})
-        else:
-            ref = reference["registered_as"]
-            result = data_drift.compare_profiles(reference, profile, gate.thresholds, current_source=raw_path,
-                                            reference_source=f"{ref['name']} v{ref['version']} ({ref['alias']})")
-            mlflow_log.log_dict(result.to_json(), "data/drift.json")
-            mlflow_log.log_text(result.to_markdown(), "data/drift.md")
-            log_metadata({"drift": {"mode": gate.mode, "passed": result.passed, "reference": ref,
-                                    "moved": [c.describe() for c in result.moved]}})
-            if result.passed:
-                logger.info("drift gate (%s): %s: nothing moved", gate.mode, result.reference_source)
-            elif gate.mode == "fail":
-                save_artifact(result.to_json(), name="drift_report_failed")
-                raise data_drift.DataDriftError(result.failure_message())
-            else:
-                logger.warning("drift gate (warn, run continues): %s", result.failure_message())
+    decision = data_drift.drift_gate(gate, profile, f"mbprompt-{dataset}", current_source=raw_path)
+    if decision.report is not None:
+        mlflow_log.log_dict(decision.report.to_json(), "data/drift.json")
+        mlflow_log.log_text(decision.report.to_markdown(), "data/drift.md")
+    if decision.mode != "off":
+        log_metadata({"drift": decision.metadata()})
+    if decision.blocks:
+        save_artifact(decision.report.to_json(), name="drift_report_failed")
+        raise data_drift.DataDriftError(decision.report.failure_message())
     return report, profile

@@ -345,3 +345,52 @@ def champion_profile(model_name: str, tracking_uri: str | None = None, *, alias:
     profile["registered_as"] = {"name": model_name, "version": str(version.version), "run_id": version.run_id,
                                 "alias": alias}
     return profile
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the gate
+
+
+@dataclass
+class DriftDecision:
+    """What the drift gate decided for one run: ``checked`` (the mode was on and a champion profile existed),
+    ``passed``, the comparison (``report``, None when nothing was compared) and what identifies the reference."""
+
+    mode: str
+    checked: bool
+    passed: bool
+    reference: dict | str
+    report: DriftReport | None = None
+
+    @property
+    def blocks(self) -> bool:
+        """The run must stop: the gate fails on drift and the data drifted."""
+        return self.mode == "fail" and not self.passed
+
+    def metadata(self) -> dict:
+        """The summary the validate step records with its outputs."""
+        out: dict = {"mode": self.mode, "passed": self.passed, "reference": self.reference}
+        if self.report is not None:
+            out["moved"] = [c.describe() for c in self.report.moved]
+        return out
+
+
+def drift_gate(gate: DriftConfig, profile: dict, model_name: str, *, current_source: str = "",
+               tracking_uri: str | None = None) -> DriftDecision:
+    """Compare ``profile`` with the training data profile of ``model_name``'s champion under ``gate``: mode off
+    checks nothing; no champion profile (a first run) passes; otherwise the comparison decides.  Logs the outcome;
+    raising is the caller's (``DriftDecision.blocks``), so it can first keep the report."""
+    if gate.mode == "off":
+        return DriftDecision(mode="off", checked=False, passed=True, reference="none (gate off)")
+    reference = champion_profile(model_name, tracking_uri)
+    if reference is None:
+        logger.info("drift gate (%s): no champion profile for %s to compare with: passed", gate.mode, model_name)
+        return DriftDecision(mode=gate.mode, checked=False, passed=True, reference="none (first run)")
+    ref = reference["registered_as"]
+    report = compare_profiles(reference, profile, gate.thresholds, current_source=current_source,
+                              reference_source=f"{ref['name']} v{ref['version']} ({ref['alias']})")
+    if report.passed:
+        logger.info("drift gate (%s): %s: nothing moved", gate.mode, report.reference_source)
+    elif gate.mode != "fail":
+        logger.warning("drift gate (warn, run continues): %s", report.failure_message())
+    return DriftDecision(mode=gate.mode, checked=True, passed=report.passed, reference=ref, report=report)

@@ -160,3 +160,31 @@ def base_from_registry(name: str, version: str | None, data: SequenceDataset) ->
                          f"{data.behavior_names}")
     return TrainedModel(architecture=base.architecture, config=dict(base.config), state_dict=base.state_dict,
                         info={"registry": {"name": name, "version": base.version, "run_id": base.run_id}})
+
+
+def efficiency(tuned: TrainedModel, reference: dict | None) -> dict:
+    """The tuning run's efficiency figures: parameter counts and shares (of the model, of what fine-tuning tunes),
+    wall time, time of the median epoch, and ``time_per_epoch_vs_finetune``: the median epoch's training time
+    (validation excluded; early stopping makes epoch counts differ, an epoch's work does not) against the most
+    recent fine-tuning run of the same base on the same data (``reference``, see :func:`finetune_reference`; 1 for
+    fine-tuning itself, absent when there is none)."""
+    info = tuned.info
+    figures = {k: info[k] for k in ("n_parameters", "n_tuned_parameters", "tuned_share", "n_finetune_parameters",
+                                    "tuned_vs_finetune")}
+    figures.update(tune_seconds=info["wall_seconds"], tune_seconds_per_epoch=info["seconds_per_epoch"])
+    if tuned.method == "finetune":
+        figures["time_per_epoch_vs_finetune"] = 1.0
+    elif reference is not None:
+        figures["time_per_epoch_vs_finetune"] = info["seconds_per_epoch"] / reference["tune_seconds_per_epoch"]
+    return figures
+
+
+def finetune_reference(method: str, data_digest_: str, base_architecture: str) -> dict | None:
+    """The latest MLflow run that fine-tuned the same base architecture on the same data (its
+    ``tune_seconds_per_epoch`` and ``run_id``), for a method other than fine-tuning; None otherwise."""
+    from components.tracking import mlflow_log
+
+    if method == "finetune":
+        return None
+    return mlflow_log.latest_metrics_where({"tuning": "finetune", "data_digest": data_digest_,
+                                            "base_architecture": base_architecture}, ["tune_seconds_per_epoch"])

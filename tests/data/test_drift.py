@@ -115,3 +115,19 @@ def test_config_defaults_off_and_refuses_unknown_keys():
         DriftConfig.from_dict({"mode": "block"})
     with pytest.raises(ValueError, match="unknown setting"):
         DriftConfig.from_dict({"mode": "warn", "thresholds": {"behaviour_share": 0.1}})
+
+
+def test_the_gate_decides_off_first_run_and_blocks_only_in_fail_mode(tmp_path):
+    """The gate's decision without a pipeline: off checks nothing; a model with no champion (a first run) passes;
+    a comparison that moved blocks the run in ``fail`` mode only (tests/pipeline/test_drift_gate.py runs it
+    through the step against a real champion)."""
+    from components.data.drift import DriftConfig, DriftDecision, drift_gate
+
+    profile = {"events": 10}
+    off = drift_gate(DriftConfig.from_dict(None), profile, "mbprompt-none")
+    assert (off.checked, off.passed, off.blocks) == (False, True, False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = drift_gate(DriftConfig.from_dict({"mode": "fail"}), profile, "mbprompt-none", tracking_uri=uri)
+    assert (first.checked, first.passed, first.blocks, first.reference) == (False, True, False, "none (first run)")
+    assert first.metadata() == {"mode": "fail", "passed": True, "reference": "none (first run)"}
+    assert DriftDecision("fail", True, False, {}).blocks and not DriftDecision("warn", True, False, {}).blocks
