@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from components.data.schema import BEHAVIOR, ITEM, TIMESTAMP, USER
-from components.data.sequences import SequenceDataset
+from components.data.sequences import SequenceDataset, window_index
 
 
 def inject_misclicks(table: pa.Table, rate: float, seed: int, behavior: str = "click") -> tuple[pa.Table, set]:
@@ -74,16 +74,10 @@ def drop_rates(model, data: SequenceDataset, injected: np.ndarray, users: np.nda
     with torch.no_grad():
         for lo in range(0, len(users), batch_size):
             chunk = users[lo:lo + batch_size]
-            items = np.zeros((len(chunk), window), np.int64)
-            behs = np.zeros((len(chunk), window), np.int64)
-            flags = np.zeros((len(chunk), window), bool)
-            for r, u in enumerate(chunk):
-                end = int(data.train_end[u])
-                start = max(int(data.offsets[u]), end - window)
-                n = end - start
-                items[r, window - n:] = data.items[start:end]
-                behs[r, window - n:] = data.behaviors[start:end]
-                flags[r, window - n:] = injected[start:end]
+            idx, valid = window_index(data.offsets[chunk], data.train_end[chunk], window)
+            items = np.where(valid, data.items[idx], 0).astype(np.int64)
+            behs = np.where(valid, data.behaviors[idx], 0).astype(np.int64)
+            flags = valid & np.asarray(injected, bool)[idx]
             it, bt = torch.as_tensor(items, device=device), torch.as_tensor(behs, device=device)
             keep = model.keep_decisions(it, bt).cpu().numpy()
             prob = model.drop_probabilities(it, bt).cpu().numpy()

@@ -147,3 +147,22 @@ def _json_default(o):
     if isinstance(o, np.generic):
         return o.item()
     raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def window_index(start: np.ndarray, end: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Event indices [n, width] of the last ``width`` events of each range start..end-1, left-padded, and which of
+    them are events (the padding's index is 0: read it through the mask)."""
+    start = np.asarray(start, dtype=np.int64)
+    end = np.asarray(end, dtype=np.int64)
+    idx = end[:, None] - width + np.arange(width, dtype=np.int64)[None, :]  # [n, width]
+    valid = idx >= start[:, None]
+    return np.where(valid, idx, 0), valid
+
+
+def gather_windows(data: SequenceDataset, start: np.ndarray, end: np.ndarray,
+                   width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Items and behaviors [n, width] of events start..end-1 (last ``width`` of them), left-padded with 0."""
+    idx, valid = window_index(start, end, width)
+    items = np.where(valid, data.items[idx], 0).astype(np.int64)
+    behaviors = np.where(valid, data.behaviors[idx], 0).astype(np.int64)
+    return items, behaviors

@@ -16,20 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from components.data.sequences import SequenceDataset, TargetSet
-
-
-def gather_windows(data: SequenceDataset, start: np.ndarray, end: np.ndarray,
-                   width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Items and behaviors [n, width] of events start..end-1 (last ``width`` of them), left-padded with 0."""
-    start = np.asarray(start, dtype=np.int64)
-    end = np.asarray(end, dtype=np.int64)
-    idx = end[:, None] - width + np.arange(width, dtype=np.int64)[None, :]  # [n, width]
-    valid = idx >= start[:, None]
-    idx = np.where(valid, idx, 0)
-    items = np.where(valid, data.items[idx], 0).astype(np.int64)
-    behaviors = np.where(valid, data.behaviors[idx], 0).astype(np.int64)
-    return items, behaviors
+from components.data.sequences import SequenceDataset, TargetSet, gather_windows
 
 
 def training_users(data: SequenceDataset, users: np.ndarray, zero_shot: bool = False) -> np.ndarray:
