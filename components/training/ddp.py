@@ -25,8 +25,12 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from components.training.trainer import TrainHooks
 
 logger = logging.getLogger("components.training.ddp")
 
@@ -67,26 +71,26 @@ def build_data(config: dict, raw_path: str | None, seed: int):
 
 
 class _ShardRecorder:
-    """Wraps the trainer's batch builder and checkpoint writer to record what this rank did (--record-shards)."""
+    """What this rank did (--record-shards), observed through the trainer's hooks: the users of each epoch, the
+    checkpoints it wrote and the epochs it logged."""
 
     def __init__(self) -> None:
-        import components.training.trainer as trainer
+        self.epochs: list[list[int]] = []
+        self.checkpoints = 0
+        self.epoch_logs = 0
 
-        self.trainer, self.epochs, self.checkpoints, self.epoch_logs = trainer, [], 0, 0
-        self._batches, self._save = trainer.training_batches, trainer.save_checkpoint
+    def hooks(self) -> TrainHooks:
+        from components.training.trainer import TrainHooks
 
-        def batches(data, users, *args, **kwargs):
+        def epoch_start(epoch: int, users) -> None:
             self.epochs.append(sorted(int(u) for u in users))
-            return self._batches(data, users, *args, **kwargs)
 
-        def save(path, payload):
+        def checkpoint(epoch: int, path: Path) -> None:
             self.checkpoints += 1
-            return self._save(path, payload)
 
-        trainer.training_batches, trainer.save_checkpoint = batches, save
+        return TrainHooks(on_epoch_start=epoch_start, on_checkpoint=checkpoint)
 
     def write(self, path: Path, rank: int, world: int) -> None:
-        self.trainer.training_batches, self.trainer.save_checkpoint = self._batches, self._save
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"rank": rank, "world_size": world, "epochs": self.epochs,
                                     "checkpoints_written": self.checkpoints, "epoch_logs": self.epoch_logs}))
@@ -138,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
                 mlflow_log.log_metrics(record, step=epoch, prefix="epoch/")
 
         trained = pretrain_model(data, model_settings, train_settings, seed=seed, on_epoch_end=log_epoch,
+                                 hooks=recorder.hooks() if recorder is not None else None,
                                  checkpoint_root=Path(a.checkpoint_dir) if a.checkpoint_dir else None,
                                  data_key=f"{a.config}:{a.raw_path or config['parameters'].get('raw_path')}")
         trained.info["world_size"] = world

@@ -15,7 +15,7 @@ from components.models.registry import RENAMED, build_model, model_classes, upgr
 from components.models.trained import TrainedModel
 from components.settings import from_dict
 from components.training.evaluation import resolve_device
-from components.training.trainer import TrainConfig, TrainResult, train
+from components.training.trainer import TrainConfig, TrainHooks, TrainResult, train
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ def pretrain_model(
     checkpoint_root: Path | None = None,
     data_key: str = "",
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    hooks: TrainHooks | None = None,
 ) -> TrainedModel:
     name, mcfg = model_config(data, model_settings, seed)
     tcfg = from_dict(TrainConfig, {**(train_settings or {}), "seed": seed}, where="steps.pretrain.parameters.training")
@@ -98,7 +99,7 @@ def pretrain_model(
     logger.info("pre-training %s (%s parameters) on %d warm users; checkpoints in %s", name, f"{n_params:,}",
                 len(data.warm_users), ckpt)
     start = time.perf_counter()
-    result = train_guided(model, data, tcfg, checkpoint_dir=ckpt, on_epoch_end=on_epoch_end)
+    result = train_guided(model, data, tcfg, checkpoint_dir=ckpt, on_epoch_end=on_epoch_end, hooks=hooks)
     return TrainedModel(
         architecture=name, config=mcfg, state_dict=result.best_state, train_config=vars(tcfg).copy(),
         history=result.history, best_epoch=result.best_epoch,
@@ -110,7 +111,8 @@ def pretrain_model(
 
 
 def train_guided(model, data: SequenceDataset, tcfg: TrainConfig, *, checkpoint_dir: Path | None = None,
-                 on_epoch_end: Callable[[int, dict], None] | None = None) -> TrainResult:
+                 on_epoch_end: Callable[[int, dict], None] | None = None,
+                 hooks: TrainHooks | None = None) -> TrainResult:
     """``train``, or for a model with training stages (END4Rec's guided training) one ``train`` per stage.
 
     Each stage trains only its modules (``model.set_stage``) for its own epochs (``config.stage_epochs``), keeps
@@ -119,7 +121,7 @@ def train_guided(model, data: SequenceDataset, tcfg: TrainConfig, *, checkpoint_
     """
     stages = getattr(model.config, "stage_epochs", None)
     if not hasattr(model, "set_stage") or stages is None or getattr(model.config, "training_mode", "") != "guided":
-        return train(model, data, tcfg, checkpoint_dir=checkpoint_dir, on_epoch_end=on_epoch_end)
+        return train(model, data, tcfg, checkpoint_dir=checkpoint_dir, on_epoch_end=on_epoch_end, hooks=hooks)
     offset, history, result, per_stage = 0, [], None, {}
     for stage, epochs in enumerate(stages, start=1):
         if epochs == 0:
@@ -134,7 +136,7 @@ def train_guided(model, data: SequenceDataset, tcfg: TrainConfig, *, checkpoint_
 
         stage_dir = Path(checkpoint_dir) / f"stage{stage}" if checkpoint_dir is not None else None
         cfg = dataclasses.replace(tcfg, epochs=epochs)
-        result = train(model, data, cfg, checkpoint_dir=stage_dir, on_epoch_end=log_epoch)
+        result = train(model, data, cfg, checkpoint_dir=stage_dir, on_epoch_end=log_epoch, hooks=hooks)
         history += [{**h, "epoch": offset + h["epoch"], "stage": stage} for h in result.history]
         per_stage[f"stage{stage}_best_metric"] = result.best_metric
         per_stage[f"stage{stage}_trainable_parameters"] = n_trainable

@@ -106,6 +106,19 @@ class TrainConfig:
 
 
 @dataclass
+class TrainHooks:
+    """Callbacks that observe a run without changing it (none draws random numbers or touches the model).
+
+    ``on_epoch_start(epoch, users)``: on every rank, before the epoch, with the users this rank trains on in it.
+    ``on_checkpoint(epoch, path)``: on the rank that writes checkpoints (rank 0), after each one is written.
+    (``on_epoch_end``, rank 0 only, is ``train``'s own argument: it receives the epoch's record.)  Under guided
+    training (``components.training.pretrain.train_guided``) epochs count within each stage."""
+
+    on_epoch_start: Callable[[int, np.ndarray], None] | None = None
+    on_checkpoint: Callable[[int, Path], None] | None = None
+
+
+@dataclass
 class TrainResult:
     history: list[dict]  # one record per epoch run so far (restored ones included): epoch, loss, seconds, metrics
     best_epoch: int  # 0 if no epoch ran
@@ -229,6 +242,7 @@ def train(
     on_epoch_end: Callable[[int, dict], None] | None = None,
     users: np.ndarray | None = None,
     zero_shot_examples: bool = False,
+    hooks: TrainHooks | None = None,
 ) -> TrainResult:
     """Train ``model`` on the training prefixes of ``users`` (default: the warm users).
 
@@ -237,7 +251,9 @@ def train(
     checkpoint is written after every epoch and a matching one found there is resumed from.
     ``on_epoch_end(epoch, record)`` receives each epoch's record (e.g. to log it to MLflow).
     ``zero_shot_examples`` (prompt tuning) adds each user's zero-shot example to its row (``training_batches``).
+    ``hooks`` (:class:`TrainHooks`) observe each rank's shard and the checkpoint writes.
     """
+    hooks = hooks or TrainHooks()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     rank, world = dist_rank_world()
@@ -322,6 +338,8 @@ def train(
         t0 = time.perf_counter()
         loss_sum, n_steps = 0.0, 0
         shard = train_users if world == 1 else epoch_shard(train_users, cfg.seed, epoch, rank, world)
+        if hooks.on_epoch_start is not None:
+            hooks.on_epoch_start(epoch, shard)
         batches = training_batches(data, shard, max_len, cfg.batch_size, rng, cfg.train_on,
                                    with_users=profile_rows is not None, zero_shot=zero_shot_examples)
         bar = tqdm(batches, total=steps, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
@@ -415,6 +433,8 @@ def train(
                 "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None, **st,
             })
+            if hooks.on_checkpoint is not None:
+                hooks.on_checkpoint(epoch, ckpt_path)
         if on_epoch_end is not None and rank == 0:
             on_epoch_end(epoch, copy.deepcopy(record))
 
