@@ -353,14 +353,18 @@ def champion_profile(model_name: str, tracking_uri: str | None = None, *, alias:
 
 @dataclass
 class DriftDecision:
-    """What the drift gate decided for one run: ``checked`` (the mode was on and a champion profile existed),
-    ``passed``, the comparison (``report``, None when nothing was compared) and what identifies the reference."""
+    """What the drift gate decided for one run: ``passed``, the comparison (``report``, None when nothing was
+    compared) and what identifies the reference."""
 
     mode: str
-    checked: bool
     passed: bool
     reference: dict | str
     report: DriftReport | None = None
+
+    @property
+    def checked(self) -> bool:
+        """The data was compared: the gate was on and the champion had a profile."""
+        return self.report is not None
 
     @property
     def blocks(self) -> bool:
@@ -381,11 +385,11 @@ def drift_gate(gate: DriftConfig, profile: dict, model_name: str, *, current_sou
     checks nothing; no champion profile (a first run) passes; otherwise the comparison decides.  Logs the outcome;
     raising is the caller's (``DriftDecision.blocks``), so it can first keep the report."""
     if gate.mode == "off":
-        return DriftDecision(mode="off", checked=False, passed=True, reference="none (gate off)")
+        return DriftDecision(mode="off", passed=True, reference="none (gate off)")
     reference = champion_profile(model_name, tracking_uri)
     if reference is None:
         logger.info("drift gate (%s): no champion profile for %s to compare with: passed", gate.mode, model_name)
-        return DriftDecision(mode=gate.mode, checked=False, passed=True, reference="none (first run)")
+        return DriftDecision(mode=gate.mode, passed=True, reference="none (first run)")
     ref = reference["registered_as"]
     report = compare_profiles(reference, profile, gate.thresholds, current_source=current_source,
                               reference_source=f"{ref['name']} v{ref['version']} ({ref['alias']})")
@@ -393,4 +397,4 @@ def drift_gate(gate: DriftConfig, profile: dict, model_name: str, *, current_sou
         logger.info("drift gate (%s): %s: nothing moved", gate.mode, report.reference_source)
     elif gate.mode != "fail":
         logger.warning("drift gate (warn, run continues): %s", report.failure_message())
-    return DriftDecision(mode=gate.mode, checked=True, passed=report.passed, reference=ref, report=report)
+    return DriftDecision(mode=gate.mode, passed=report.passed, reference=ref, report=report)

@@ -15,7 +15,7 @@ from components.models.gru4rec import GRU4Rec, GRU4RecConfig
 from components.models.pomrec import PoMRec, PoMRecConfig
 from components.models.repeat import RepeatAware, RepeatAwareConfig
 from components.models.sasrec import SASRec, SASRecConfig
-from components.models.tuned.methods import method_classes, method_config
+from components.models.tuned.methods import TuningConfig, method_classes, method_config
 
 #: architecture name -> (model class, config class).
 ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
@@ -49,13 +49,17 @@ def upgrade_config(architecture: str, config: dict) -> dict:
     return {renamed.get(k, k): v for k, v in config.items()}
 
 
+def build_tuned(cfg: TuningConfig) -> nn.Module:
+    """A tuning method's model from its config, around a fresh base built from the base settings it holds."""
+    return method_classes(cfg.method)[0](cfg, build_model(cfg.base_architecture, cfg.base_config))
+
+
 def build_model(architecture: str, config: dict, method: str | None = None) -> nn.Module:
     """A fresh module from its config dict (weights initialised from the config's seed)."""
-    model_cls, cfg_cls = model_classes(architecture, method)
     if method is not None:
         # A config stored when every method's settings sat in one config carries the others' too: dropped.
-        cfg = method_config(method, config, strict=False, where=f"{method} model config")
-        return model_cls(cfg, build_model(cfg.base_architecture, cfg.base_config))
+        return build_tuned(method_config(method, config, strict=False, where=f"{method} model config"))
+    model_cls, cfg_cls = model_classes(architecture)
     cfg = cfg_cls(**upgrade_config(architecture, config))
     if model_cls is RepeatAware:
         return RepeatAware(cfg, build_model(cfg.encoder, cfg.encoder_dict()))

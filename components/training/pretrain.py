@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from components.data.sequences import SequenceDataset
-from components.models.registry import RENAMED, build_model, model_classes, upgrade_config
+from components.models.registry import build_model, model_classes, upgrade_config
 from components.models.trained import TrainedModel
 from components.settings import from_dict
 from components.training.evaluation import resolve_device
@@ -28,11 +28,11 @@ def model_config(data: SequenceDataset, settings: dict | None, seed: int = 0) ->
     name = settings.pop("name", "sasrec")
     repeat = settings.pop("repeat", False)  # true, or the repeat head's own options (components.models.repeat)
     _, cfg_cls = model_classes(name)
-    renamed = sorted(set(settings) & set(RENAMED.get(name, {})))
-    if renamed:
-        logger.warning("model settings %s are now named %s (read under the new names)", renamed,
-                       [RENAMED[name][k] for k in renamed])
-    settings = upgrade_config(name, settings)
+    upgraded = upgrade_config(name, settings)
+    if list(upgraded) != list(settings):
+        logger.warning("model settings %s are now named %s (read under the new names)",
+                       sorted(set(settings) - set(upgraded)), sorted(set(upgraded) - set(settings)))
+    settings = upgraded
     cfg = from_dict(cfg_cls, {"n_items": data.n_items, "n_behaviors": data.n_behaviors, "seed": seed, **settings},
                     where=f"steps.pretrain.parameters.model ({name})")
     if not repeat:

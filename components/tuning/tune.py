@@ -22,21 +22,14 @@ from typing import Callable
 import torch
 
 from components.data.sequences import SequenceDataset
-from components.models.registry import ARCHITECTURES, build_model, model_classes
+from components.models.registry import ARCHITECTURES, build_tuned, model_classes
 from components.models.trained import TrainedModel
+from components.models.tuned.methods import FROZEN_BASE, METHODS, TunedRecommender, TuningConfig, method_config
+from components.models.tuned.profiles import select_fields
 from components.settings import from_dict
 from components.training.batches import training_users
 from components.training.evaluation import resolve_device
 from components.training.trainer import TrainConfig, train
-from components.models.tuned.methods import (
-    FROZEN_BASE,
-    METHODS,
-    TunedRecommender,
-    TuningConfig,
-    method_classes,
-    method_config,
-)
-from components.models.tuned.profiles import select_fields
 
 logger = logging.getLogger(__name__)
 
@@ -87,15 +80,14 @@ def tune_model(base: TrainedModel, data: SequenceDataset, method: str, settings:
     cfg = tuning_config(method, base, data, settings, seed)
     tcfg = from_dict(TrainConfig, {**TUNING_TRAIN_DEFAULTS, **(train_settings or {}), "seed": seed},
                      where="steps.prompt_tune.parameters.training")
-    model = method_classes(method)[0](cfg, build_model(cfg.base_architecture, cfg.base_config))
+    model = build_tuned(cfg)
     model.base.load_state_dict(base.state_dict)
     frozen = {}
     if method in FROZEN_BASE:
         frozen = {k: v.detach().clone() for k, v in model.base.state_dict().items()}
     counts = count_parameters(model)
     finetune = method_config("finetune", cfg.to_dict(), strict=False)  # the same base, data and shared settings
-    finetune_counts = count_parameters(method_classes("finetune")[0](finetune, build_model(cfg.base_architecture,
-                                                                                         cfg.base_config)))
+    finetune_counts = count_parameters(build_tuned(finetune))
     logger.info("tuning %s over %s: %s of %s parameters tuned (%.2f%%) on %d cold tuning users", method,
                 base.architecture, f"{counts['n_tuned_parameters']:,}", f"{counts['n_parameters']:,}",
                 100 * counts["tuned_share"], len(data.cold_tune_users))

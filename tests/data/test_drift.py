@@ -130,4 +130,5 @@ def test_the_gate_decides_off_first_run_and_blocks_only_in_fail_mode(tmp_path):
     first = drift_gate(DriftConfig.from_dict({"mode": "fail"}), profile, "mbprompt-none", tracking_uri=uri)
     assert (first.checked, first.passed, first.blocks, first.reference) == (False, True, False, "none (first run)")
     assert first.metadata() == {"mode": "fail", "passed": True, "reference": "none (first run)"}
-    assert DriftDecision("fail", True, False, {}).blocks and not DriftDecision("warn", True, False, {}).blocks
+    assert DriftDecision("fail", passed=False, reference={}).blocks
+    assert not DriftDecision("warn", passed=False, reference={}).blocks
