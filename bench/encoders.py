@@ -36,7 +36,7 @@ def _config(name: str, n: int) -> dict:
 def one_run(name: str, n: int, steps: int, device_name: str) -> dict:
     import torch
 
-    from components.models.losses import next_item_loss
+    from components.models.base import Batch
     from components.models.registry import build_model, model_classes
     from components.training.evaluation import resolve_device
 
@@ -51,6 +51,7 @@ def one_run(name: str, n: int, steps: int, device_name: str) -> dict:
     labels = torch.randint(1, ITEMS + 1, (BATCH, n), generator=g).to(device)
     negatives = torch.randint(1, ITEMS + 1, (BATCH, n), generator=g).to(device)
     mask = torch.ones(BATCH, n, dtype=torch.bool, device=device)
+    batch = Batch(items, behaviors, labels, mask, negatives)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -58,12 +59,7 @@ def one_run(name: str, n: int, steps: int, device_name: str) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t = time.perf_counter()
-        custom = getattr(model, "training_loss", None)
-        if callable(custom):
-            loss = custom(items, behaviors, labels, mask, "bce", negatives)
-        else:
-            loss = next_item_loss(model.encode(items, behaviors), model.output_embeddings(), labels, mask, "bce",
-                                  negatives)
+        loss = model.loss(batch, "bce")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

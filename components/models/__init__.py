@@ -1,6 +1,6 @@
-"""Recommender models: tensors in, scores out.  Each exposes ``score_all`` and ``score_items`` over left-padded
-histories (see ``components.training.evaluation.Scorer``); trainable ones also ``encode`` and
-``output_embeddings`` (see ``components.training.trainer``)."""
+"""Recommender models: tensors in, scores out.  Every model is a :class:`components.models.base.Recommender`
+(``loss`` on a ``Batch``, ``score_all`` / ``score_items`` over left-padded histories, ``max_len``): the one contract
+that training, evaluation and serving call."""
 
 from components.models.ebm import EBM, EBMConfig
 from components.models.popularity import PopularityModel

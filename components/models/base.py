@@ -1,21 +1,94 @@
-"""Pieces every next-item encoder shares: the behavior-aware embedding, seeded initialisation, and scoring.
+"""The model contract, and the pieces every next-item encoder shares.
+
+:class:`Recommender` is the whole interface that training, evaluation and serving use: a ``config`` (a dataclass
+with ``to_dict``), ``max_len``, ``loss(batch, kind)`` on a :class:`Batch`, ``score_all`` / ``score_items``, and
+three hooks with defaults: ``profile_table`` (models that read user profiles), ``training_stages`` /
+``set_stage`` (staged training).  Every model of the project derives from it: the encoders (through
+:class:`NextItemEncoder`), the tuned models, the repeat-aware head and the baselines; the trainer, the evaluator and
+the served model call nothing else.
 
 An encoder subclasses :class:`NextItemEncoder`, keeps ``item_emb`` / ``behavior_emb`` / ``pos_emb`` / ``emb_drop``
-modules (built by :meth:`NextItemEncoder._build_embeddings`) and implements ``encode(items, behaviors)`` ->
-[B, N, d]; it then gets ``user_state``, ``score_all``, ``score_items`` and ``output_embeddings`` (the item table is
-both input and output layer), which are what the trainer, the evaluator and the served model call.
+modules (built by :meth:`NextItemEncoder._build_embeddings`) and implements ``run_stack`` (``encode(items,
+behaviors)`` -> [B, N, d]); it then gets ``loss``, ``user_state``, ``score_all``, ``score_items`` and
+``output_embeddings`` (the item table is both input and output layer).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from components.models import losses
 from components.settings import from_dict
+
+
+@dataclass
+class Batch:
+    """One training batch, as the trainer hands it to :meth:`Recommender.loss`.
+
+    ``items`` / ``behaviors`` [B, N] left-padded histories (0 = padding); ``labels`` [B, N] the item after each
+    position; ``mask`` [B, N] bool, the positions whose label counts (a labelled position whose input is padding
+    is a zero-shot example); ``negatives`` [B, N] one sampled item per position (losses ``bce`` / ``bpr``; None
+    for ``ce``); ``profiles`` [B, n_fields] the rows' profile codes (models with a ``profile_table``; else None).
+    """
+
+    items: Tensor
+    behaviors: Tensor
+    labels: Tensor
+    mask: Tensor
+    negatives: Tensor | None = None
+    profiles: Tensor | None = None
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                        for f in fields(self)})
+
+
+class Recommender(nn.Module):
+    """What every model offers the trainer, the evaluator and the server (see the module docstring).
+
+    ``score_all`` / ``score_items`` take ``profiles`` [B, n_fields] (or None): only models whose
+    ``profile_table`` returns a table read them; the others ignore the argument."""
+
+    config: Any
+    #: Whether the model reads user profiles (then ``profile_table`` returns the codes the callers pass on).
+    uses_profiles: bool = False
+
+    @property
+    def max_len(self) -> int | None:
+        """Longest history window the model reads (None: whole histories)."""
+        return self.config.max_len
+
+    def profile_table(self, data: Any) -> np.ndarray | None:
+        """[n_users + 1, n_fields] profile codes of ``data``'s users for models that read profiles; None here."""
+        return None
+
+    def training_stages(self) -> list[int] | None:
+        """Epochs of each training stage for staged training (END4Rec's guided mode): the trainer calls
+        ``set_stage(s)`` before stage s = 1, 2, ... and ``set_stage(len(stages))`` after the last (the last stage
+        is the model as it serves); None: one ordinary run."""
+        return None
+
+    def set_stage(self, stage: int) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no training stages")
+
+    def loss(self, batch: Batch, kind: str) -> Tensor:
+        """The training loss of ``batch`` (``kind``: ``components.models.losses.LOSSES``)."""
+        raise NotImplementedError(f"{type(self).__name__} is not trained by gradient descent")
+
+    def score_all(self, items: Tensor, behaviors: Tensor, profiles: Tensor | None = None) -> Tensor:
+        """[B, N] histories -> [B, n_items + 1] scores; column 0 (padding) is -inf."""
+        raise NotImplementedError
+
+    def score_items(self, items: Tensor, behaviors: Tensor, candidates: Tensor,
+                    profiles: Tensor | None = None) -> Tensor:
+        """[B, N] histories, candidates [B, C] item ids -> [B, C] scores."""
+        raise NotImplementedError
 
 
 class ConfigMixin:
@@ -38,10 +111,9 @@ def positions_from_first_event(valid: Tensor) -> Tensor:
     return (valid.long().cumsum(dim=1) - 1).clamp(min=0)
 
 
-class NextItemEncoder(nn.Module):
+class NextItemEncoder(Recommender):
     """Base class: behavior-aware embedding E = item * sqrt(d) + behavior + position, and dot-product scoring."""
 
-    config: Any
 
     def _build_embeddings(self, n_items: int, n_behaviors: int, max_len: int, hidden: int, dropout: float,
                           use_behavior: bool = True) -> None:
@@ -49,10 +121,6 @@ class NextItemEncoder(nn.Module):
         self.behavior_emb = nn.Embedding(n_behaviors + 1, hidden, padding_idx=0) if use_behavior else None
         self.pos_emb = nn.Embedding(max_len, hidden)
         self.emb_drop = nn.Dropout(dropout)
-
-    @property
-    def max_len(self) -> int:
-        return self.config.max_len
 
     def reset_parameters(self) -> None:
         """Initialise every weight from ``config.seed`` (N(0, 0.02) as in GPT-2/nanoGPT; LayerNorm gains 1, biases
@@ -134,13 +202,20 @@ class NextItemEncoder(nn.Module):
         """[n_items + 1, d] table that hidden states are scored against (row 0 = padding)."""
         return self.item_emb.weight
 
-    def score_all(self, items: Tensor, behaviors: Tensor) -> Tensor:
+    def loss(self, batch: Batch, kind: str) -> Tensor:
+        """Next-item loss of the encoded sequence at the labelled positions."""
+        hidden = self.encode(batch.items, batch.behaviors)
+        return losses.next_item_loss(hidden, self.output_embeddings(), batch.labels, batch.mask, kind,
+                                     batch.negatives)
+
+    def score_all(self, items: Tensor, behaviors: Tensor, profiles: Tensor | None = None) -> Tensor:
         """[B, N] histories -> [B, n_items + 1] scores; column 0 (padding) is -inf."""
         scores = self.user_state(items, behaviors) @ self.output_embeddings().T  # [B, n_items+1]
         scores[:, 0] = float("-inf")
         return scores
 
-    def score_items(self, items: Tensor, behaviors: Tensor, candidates: Tensor) -> Tensor:
+    def score_items(self, items: Tensor, behaviors: Tensor, candidates: Tensor,
+                    profiles: Tensor | None = None) -> Tensor:
         """[B, N] histories, candidates [B, C] item ids -> [B, C] scores (padding candidates get -inf)."""
         h = self.user_state(items, behaviors)  # [B, d]
         scores = (self.output_embeddings()[candidates] * h[:, None, :]).sum(-1)  # [B, C]

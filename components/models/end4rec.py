@@ -79,6 +79,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from components.models import losses
+from components.models.base import Batch
 from components.models.ebm import EBM, EBMConfig
 
 STAGES = (1, 2, 3, 4)
@@ -364,13 +365,16 @@ class END4Rec(EBM):
             return torch.zeros(items.shape, device=items.device)
         return self.last_drop_prob
 
-    def training_loss(self, items: Tensor, behaviors: Tensor, labels: Tensor, mask: Tensor, kind: str,
-                      negatives: Tensor | None) -> Tensor:
+    def training_stages(self) -> list[int] | None:
+        return list(self.config.stage_epochs) if self.config.training_mode == "guided" else None
+
+    def loss(self, batch: Batch, kind: str) -> Tensor:
+        items, labels, mask = batch.items, batch.labels, batch.mask
         contrast = (self.stage >= self.config.contrast_from_stage and self.config.cl_weight > 0
                     and self.hne is not None and self._uses("hne"))
-        passes = self._passes(items, behaviors, need_all=contrast)
+        passes = self._passes(items, batch.behaviors, need_all=contrast)
         table = self.output_embeddings()
-        loss = losses.next_item_loss(passes["clean"], table, labels, mask, kind, negatives)
+        loss = losses.next_item_loss(passes["clean"], table, labels, mask, kind, batch.negatives)
         if contrast:
             target = table[labels[mask]]  # [M, d]
             q = {k: (passes[k][mask] * target).sum(-1).float() for k in ("clean", "original", "noise")}

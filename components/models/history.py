@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from components.data.sequences import SequenceDataset
+from components.models.base import Recommender
 from components.models.popularity import PopularityModel
 
 
-class HistoryModel(nn.Module):
+class HistoryModel(Recommender):
     def __init__(self, n_items: int, behavior_weights: dict[str, float] | None = None):
         super().__init__()
         self.n_items = n_items
@@ -35,7 +36,6 @@ class HistoryModel(nn.Module):
             raise ValueError(f"HistoryModel: behavior weights must be > 0, got {bad}")
         self.register_buffer("fallback", torch.zeros(n_items + 1))
         self.register_buffer("weights", torch.ones(1))  # per behavior code (index 0 = padding), set by fit()
-        self.max_len = None  # whole histories
 
     def fit(self, data: SequenceDataset) -> "HistoryModel":
         if data.n_items != self.n_items:
@@ -53,7 +53,11 @@ class HistoryModel(nn.Module):
         self.weights = torch.tensor(w, dtype=torch.float32)
         return self
 
-    def score_all(self, items: Tensor, behaviors: Tensor) -> Tensor:
+    @property
+    def max_len(self) -> int | None:
+        return None  # whole histories
+
+    def score_all(self, items: Tensor, behaviors: Tensor, profiles: Tensor | None = None) -> Tensor:
         """[B, N] left-padded whole histories -> [B, n_items + 1]."""
         B, N = items.shape
         dev = items.device
@@ -71,6 +75,7 @@ class HistoryModel(nn.Module):
         scores[:, 0] = float("-inf")
         return scores
 
-    def score_items(self, items: Tensor, behaviors: Tensor, candidates: Tensor) -> Tensor:
+    def score_items(self, items: Tensor, behaviors: Tensor, candidates: Tensor,
+                    profiles: Tensor | None = None) -> Tensor:
         """[B, N] whole histories, candidates [B, C] -> [B, C]."""
         return self.score_all(items, behaviors).gather(1, candidates)

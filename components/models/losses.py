@@ -1,7 +1,7 @@
 """Training losses of next-item models and the negatives they sample.
 
 Models and the trainer both use these (models for their own objectives, e.g. END4Rec's and the tuned models'
-``training_loss``), so they live below both: ``components.models`` imports nothing from ``components.training``.
+``loss``), so they live below both: ``components.models`` imports nothing from ``components.training``.
 Callers reach the functions through the module (``losses.next_item_loss(...)``), which is what lets the leak tests
 record every loss call by patching one attribute.
 """

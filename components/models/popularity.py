@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from components.data.sequences import SequenceDataset
+from components.models.base import Recommender
 
 
 def training_event_mask(data: SequenceDataset, users: np.ndarray) -> np.ndarray:
@@ -28,13 +29,12 @@ def training_event_mask(data: SequenceDataset, users: np.ndarray) -> np.ndarray:
     return np.cumsum(delta[:-1]) > 0
 
 
-class PopularityModel(nn.Module):
+class PopularityModel(Recommender):
     def __init__(self, n_items: int):
         super().__init__()
         # A buffer (not a parameter): moves with .to(device) and lands in state_dict, but is never trained.
         self.register_buffer("scores", torch.zeros(n_items + 1))
         self.n_items = n_items
-        self.max_len = 1  # histories are ignored; evaluation may pass the shortest window
 
     def fit(self, data: SequenceDataset) -> "PopularityModel":
         if data.n_items != self.n_items:
@@ -50,10 +50,15 @@ class PopularityModel(nn.Module):
         self.scores.copy_(torch.from_numpy(score).to(self.scores.dtype))
         return self
 
-    def score_all(self, items: Tensor, behaviors: Tensor) -> Tensor:
+    @property
+    def max_len(self) -> int:
+        return 1  # histories are ignored; evaluation may pass the shortest window
+
+    def score_all(self, items: Tensor, behaviors: Tensor, profiles: Tensor | None = None) -> Tensor:
         """[B, N] histories (ignored) -> [B, n_items + 1]."""
         return self.scores.expand(items.shape[0], -1).clone()
 
-    def score_items(self, items: Tensor, behaviors: Tensor, candidates: Tensor) -> Tensor:
+    def score_items(self, items: Tensor, behaviors: Tensor, candidates: Tensor,
+                    profiles: Tensor | None = None) -> Tensor:
         """[B, N] histories (ignored), candidates [B, C] -> [B, C]."""
         return self.scores[candidates]

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from components.models.base import ConfigMixin
+from components.models.base import Batch, ConfigMixin, Recommender
 from components.models.losses import logsumexp_items
 
 
@@ -58,8 +58,7 @@ class RepeatAwareConfig(ConfigMixin):
         return {"n_items": self.n_items, "n_behaviors": self.n_behaviors, "seed": self.seed, **self.encoder_config}
 
 
-class RepeatAware(nn.Module):
-    uses_profiles = False
+class RepeatAware(Recommender):
 
     def __init__(self, cfg: RepeatAwareConfig, encoder: nn.Module):
         """``encoder``: built from ``cfg.encoder`` and ``cfg.encoder_dict()`` (``components.models.registry``)."""
@@ -119,8 +118,8 @@ class RepeatAware(nn.Module):
         att = torch.log_softmax(self._repeat_logits(h, items, behaviors), dim=-1)
         return F.logsigmoid(mode), F.logsigmoid(-mode), att
 
-    def training_loss(self, items: Tensor, behaviors: Tensor, labels: Tensor, mask: Tensor, kind: str,
-                      negatives: Tensor | None) -> Tensor:
+    def loss(self, batch: Batch, kind: str) -> Tensor:
+        items, behaviors, labels, mask = batch.items, batch.behaviors, batch.labels, batch.mask
         if kind != "ce":
             raise ValueError(f"the repeat-aware head trains with the full-softmax loss (ce), not {kind!r}")
         h = self.encode(items, behaviors)
@@ -136,7 +135,7 @@ class RepeatAware(nn.Module):
         log_prob = torch.logaddexp(log_p[mask] + log_repeat, log_q[mask] + log_explore)
         return -log_prob.mean()
 
-    def score_all(self, items: Tensor, behaviors: Tensor) -> Tensor:
+    def score_all(self, items: Tensor, behaviors: Tensor, profiles: Tensor | None = None) -> Tensor:
         """[B, N] histories -> [B, n_items + 1] log P(v | history); column 0 (padding) is -inf."""
         h = self.encode(items, behaviors)
         log_p, log_q, att = self.log_mixture_parts(h, items, behaviors)
@@ -154,5 +153,6 @@ class RepeatAware(nn.Module):
         scores[:, 1:] = torch.logaddexp(log_p + mass[:, 1:].log(), log_q + log_explore)
         return scores
 
-    def score_items(self, items: Tensor, behaviors: Tensor, candidates: Tensor) -> Tensor:
+    def score_items(self, items: Tensor, behaviors: Tensor, candidates: Tensor,
+                    profiles: Tensor | None = None) -> Tensor:
         return self.score_all(items, behaviors).gather(1, candidates).masked_fill(candidates == 0, float("-inf"))

@@ -82,8 +82,7 @@ class Recommender:
                                  f"({meta['base']['sha256'][:12]}): wrong base version")
             state = {**{f"base.{k}": v for k, v in base_state.items()}, **state}
         self.model.load_state_dict(state)
-        self.profile_fields: list[str] = list(config.get("profile_fields") or []) \
-            if getattr(self.model, "uses_profiles", False) else []
+        self.profile_fields: list[str] = list(config.get("profile_fields") or []) if self.model.uses_profiles else []
         self.profile_vocab: list[list[str]] = list(config.get("profile_vocab") or [])
         self.model.to(device).eval()
         self.device = device
@@ -119,14 +118,14 @@ class Recommender:
                 items[r, -len(pairs):] = [c for c, _ in pairs]
                 behs[r, -len(pairs):] = [b for _, b in pairs]
         it = torch.as_tensor(items, device=self.device)
-        extra = {}
+        profile_codes = None
         if self.profile_fields:
             if profiles is not None and len(profiles) != n:
                 raise ValueError(f"{n} histories but {len(profiles)} profiles")
             codes = encode_requests(list(profiles) if profiles is not None else [None] * n, self.profile_fields,
                                     self.profile_vocab)
-            extra["profiles"] = torch.as_tensor(codes, device=self.device)
-        scores = self.model.score_all(it, torch.as_tensor(behs, device=self.device), **extra).float()
+            profile_codes = torch.as_tensor(codes, device=self.device)
+        scores = self.model.score_all(it, torch.as_tensor(behs, device=self.device), profile_codes).float()
         scores[:, 0] = -torch.inf
         if exclude_seen is None:
             exclude_seen = self.exclude_seen_default

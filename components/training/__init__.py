@@ -1,7 +1,7 @@
 """Batches, the training loop and evaluation for sequential recommenders (plain torch; no ZenML)."""
 
 from components.training.batches import EvalBatch, eval_batches, training_batches, training_users
-from components.training.evaluation import Scorer, evaluate, resolve_device
+from components.training.evaluation import evaluate, resolve_device
 from components.training.trainer import (
     TrainConfig,
     TrainResult,
@@ -11,7 +11,7 @@ from components.training.trainer import (
 )
 
 __all__ = [
-    "EvalBatch", "Scorer", "TrainConfig", "TrainResult", "eval_batches", "evaluate",
+    "EvalBatch", "TrainConfig", "TrainResult", "eval_batches", "evaluate",
     "load_checkpoint", "resolve_device", "save_checkpoint", "train",
     "training_batches", "training_users",
 ]

@@ -1,4 +1,5 @@
-"""Evaluate any scorer on a target set under the sampled and/or full-ranking protocol.
+"""Evaluate any model (a ``components.models.base.Recommender``) on a target set under the sampled and/or
+full-ranking protocol.
 
 Metric names carry their protocol, because the two are not comparable (sampled numbers are much higher):
 ``sampled{m}_hr_at_10`` ranks the target against the m negatives stored with the split (m = 99 usually), the same
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -28,20 +28,10 @@ from torch import Tensor
 
 from components.data.sequences import SequenceDataset, TargetSet
 from components.metrics.ranking import DEFAULT_KS, metrics_from_ranks, n_candidates_full, ranks_full, ranks_sampled
+from components.models.base import Recommender
 from components.training.batches import eval_batches
 
 logger = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class Scorer(Protocol):
-    """What evaluation needs from a model: scores given a left-padded history (items, behaviors [B, N])."""
-
-    max_len: int  # longest history window the model reads
-
-    def score_all(self, items: Tensor, behaviors: Tensor) -> Tensor: ...  # [B, n_items + 1]
-
-    def score_items(self, items: Tensor, behaviors: Tensor, candidates: Tensor) -> Tensor: ...  # [B, C]
 
 
 def resolve_device(device: str | torch.device | None, model: object | None = None) -> torch.device:
@@ -70,7 +60,7 @@ def history_excluded(data: SequenceDataset) -> bool:
 
 @torch.no_grad()
 def evaluate(
-    model: Scorer,
+    model: Recommender,
     data: SequenceDataset,
     target_set: str | TargetSet,
     *,
@@ -103,8 +93,8 @@ def evaluate(
     else:
         ts = target_set
     dev = resolve_device(device, model)
-    if max_len is None and not hasattr(model, "max_len"):
-        raise TypeError(f"evaluate: {type(model).__name__} has no max_len attribute; pass max_len=")
+    if not isinstance(model, Recommender):
+        raise TypeError(f"evaluate: {type(model).__name__} is not a components.models.base.Recommender")
     window = max_len if max_len is not None else model.max_len
     window = None if window is None else int(window)
     if exclude_history is None:
@@ -116,10 +106,9 @@ def evaluate(
     do_full = "full" in protocols
 
     # Models that read user profiles (components.tuning) score with each instance user's profile codes.
-    profile_rows = model.profile_table(data) if getattr(model, "uses_profiles", False) else None
-    was_training = bool(getattr(model, "training", False))
-    if hasattr(model, "eval"):
-        model.eval()
+    profile_rows = model.profile_table(data)
+    was_training = model.training
+    model.eval()
     sampled_ranks: list[Tensor] = []
     full_ranks: list[Tensor] = []
     full_cands: list[Tensor] = []
@@ -131,21 +120,18 @@ def evaluate(
             targets = b.targets.to(dev)
             n += len(targets)
             rows.append(b.index)
-            extra = {}
-            if profile_rows is not None:
-                extra["profiles"] = torch.from_numpy(profile_rows[b.users]).to(dev)
+            profiles = torch.from_numpy(profile_rows[b.users]).to(dev) if profile_rows is not None else None
             if do_sampled:
                 cands = torch.cat([targets[:, None], b.negatives.to(dev)], dim=1)  # [B, 1+m]
-                s = model.score_items(items, behaviors, cands, **extra).float()  # [B, 1+m]
+                s = model.score_items(items, behaviors, cands, profiles).float()  # [B, 1+m]
                 sampled_ranks.append(ranks_sampled(s[:, 0], s[:, 1:]).cpu())
             if do_full:
-                scores = model.score_all(items, behaviors, **extra).float()  # [B, n_items+1]
+                scores = model.score_all(items, behaviors, profiles).float()  # [B, n_items+1]
                 exclude = b.exclude_mask(data.n_items, dev) if exclude_history else None
                 full_ranks.append(ranks_full(scores, targets, exclude).cpu())
                 full_cands.append(n_candidates_full(data.n_items, targets, exclude).cpu())
     finally:
-        if hasattr(model, "train"):
-            model.train(was_training)
+        model.train(was_training)
 
     if per_instance is not None:
         index = np.concatenate(rows) if rows else np.zeros(0, np.int64)

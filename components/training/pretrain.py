@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from components.data.sequences import SequenceDataset
+from components.models.base import Recommender
 from components.models.registry import build_model, model_classes, upgrade_config
 from components.models.trained import TrainedModel
 from components.settings import from_dict
@@ -110,17 +111,17 @@ def pretrain_model(
     )
 
 
-def train_guided(model, data: SequenceDataset, tcfg: TrainConfig, *, checkpoint_dir: Path | None = None,
-                 on_epoch_end: Callable[[int, dict], None] | None = None,
+def train_guided(model: Recommender, data: SequenceDataset, tcfg: TrainConfig, *,
+                 checkpoint_dir: Path | None = None, on_epoch_end: Callable[[int, dict], None] | None = None,
                  hooks: TrainHooks | None = None) -> TrainResult:
     """``train``, or for a model with training stages (END4Rec's guided training) one ``train`` per stage.
 
-    Each stage trains only its modules (``model.set_stage``) for its own epochs (``config.stage_epochs``), keeps
+    Each stage trains only its modules (``model.set_stage``) for its own epochs (``model.training_stages()``), keeps
     its best epoch by validation, and hands that state to the next; epochs are numbered on across stages (the
     record says which stage) and each stage checkpoints in its own folder, so a killed run resumes in its stage.
     """
-    stages = getattr(model.config, "stage_epochs", None)
-    if not hasattr(model, "set_stage") or stages is None or getattr(model.config, "training_mode", "") != "guided":
+    stages = model.training_stages()
+    if stages is None:
         return train(model, data, tcfg, checkpoint_dir=checkpoint_dir, on_epoch_end=on_epoch_end, hooks=hooks)
     offset, history, result, per_stage = 0, [], None, {}
     for stage, epochs in enumerate(stages, start=1):
@@ -142,7 +143,7 @@ def train_guided(model, data: SequenceDataset, tcfg: TrainConfig, *, checkpoint_
         per_stage[f"stage{stage}_trainable_parameters"] = n_trainable
         last_best = offset + result.best_epoch
         offset += len(result.history)
-    model.set_stage(4)  # the trained model uses every module from here on
+    model.set_stage(len(stages))  # the last stage uses every module: the trained model serves in it
     if result is None:
         return train(model, data, dataclasses.replace(tcfg, epochs=0), on_epoch_end=on_epoch_end)
     return dataclasses.replace(result, history=history, best_epoch=last_best,

@@ -10,19 +10,20 @@ reproducible and resumable:
   written to a temporary file and moved into place with ``os.replace`` so a crash mid-write never leaves a torn
   file, and is reused only if its model and training configs match the current ones.
 
-Model interface (SASRec follows it; EBM/END4Rec encoders and prompt tuners can too): ``encode(items, behaviors)``
--> [B, N, d], ``output_embeddings()`` -> [n_items + 1, d], a ``config`` with ``to_dict()``.  A model that needs a
-different objective (extra regularisers, contrastive terms) defines ``training_loss(items, behaviors, labels,
-label_mask, kind, negatives)`` and the trainer calls that instead of ``next_item_loss``.  A model with
-``uses_profiles = True`` (the tuned models of ``components.tuning``) also gets ``profiles=`` [B, n_fields], the
-batch users' codes from its ``profile_table(data)``.
+Models: any :class:`components.models.base.Recommender`.  The trainer calls its contract only: ``loss(batch,
+kind)`` on a :class:`~components.models.base.Batch` (with sampled negatives for ``bce`` / ``bpr`` and, for a model
+whose ``profile_table(data)`` returns one, the batch users' profile codes), ``max_len``, ``config.to_dict()``
+(to match checkpoints), ``training_stages`` / ``set_stage`` (staged training, ``components.training.pretrain``).
+
+The loop (:func:`train`) fits on a screen; each thing an epoch does is a function: ``_resume``, ``_train_epoch``
+(``_batches`` and ``_step``), ``_validate``, ``_save``.
 
 Data-parallel training (several processes, ``torch.distributed`` initialised by the caller, e.g. under
 ``torchrun``; see ``components.training.ddp``): each epoch the training users are permuted with a generator
 seeded by (seed, epoch), the same on every rank, and rank r trains on ``perm[r::world]`` cut to the shortest
 shard, so shards are disjoint and every rank runs the same number of steps; ``batch_size`` is per rank.
 Gradients are averaged across ranks with one ``all_reduce`` of the flattened gradients after each backward,
-instead of wrapping the model in ``DistributedDataParallel``: models with their own ``training_loss`` (END4Rec)
+instead of wrapping the model in ``DistributedDataParallel``: models with their own ``loss`` (END4Rec)
 and staged training that freezes modules then need no special forward path or ``find_unused_parameters``, and
 the weights stay identical on every rank because every rank applies the same averaged gradient.  Rank 0
 evaluates and broadcasts the metrics, so model selection and early stopping agree everywhere; only rank 0
@@ -38,7 +39,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,7 +50,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from components.data.sequences import SequenceDataset
-from components.models import losses
+from components.models.base import Batch, Recommender
 from components.models.losses import LOSSES, sample_negatives
 from components.training.batches import training_batches, training_users
 from components.training.evaluation import evaluate, history_excluded, resolve_device
@@ -131,31 +132,12 @@ class TrainResult:
     extra: dict = field(default_factory=dict)
 
 
-# ---- the loss of one batch ------------------------------------------------------------------------------------
-def _model_loss(model: nn.Module, items: Tensor, behaviors: Tensor, labels: Tensor, mask: Tensor, kind: str,
-                negatives: Tensor | None, profiles: Tensor | None = None) -> Tensor:
-    custom = getattr(model, "training_loss", None)
-    if callable(custom):
-        if profiles is not None:
-            return custom(items, behaviors, labels, mask, kind, negatives, profiles=profiles)
-        return custom(items, behaviors, labels, mask, kind, negatives)
-    hidden = model.encode(items, behaviors)
-    return losses.next_item_loss(hidden, model.output_embeddings(), labels, mask, kind, negatives)
-
-
 # ---- checkpoints -------------------------------------------------------------------------------------------------
 def _resume_key(cfg: TrainConfig) -> dict:
     d = cfg.to_dict()
     for k in _RESUME_FREE_FIELDS:
         d.pop(k, None)
     return d
-
-
-def _model_config_dict(model: nn.Module) -> dict:
-    config = getattr(model, "config", None)
-    if config is None or not hasattr(config, "to_dict"):
-        raise TypeError(f"train: {type(model).__name__} needs a .config with to_dict() (used to match checkpoints)")
-    return config.to_dict()
 
 
 def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
@@ -233,8 +215,226 @@ def _broadcast_state(model: nn.Module) -> None:
         dist.broadcast(t.data, src=0)
 
 
+
+# ---- one run: its state, and the four things an epoch does ------------------------------------------------------
+@dataclass
+class _Run:
+    """Everything one call of ``train`` holds; ``state`` is what a checkpoint saves and a resumption restores."""
+
+    model: Recommender
+    data: SequenceDataset
+    cfg: TrainConfig
+    device: torch.device
+    rank: int
+    world: int
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    amp_dtype: torch.dtype
+    rng: np.random.Generator
+    users: np.ndarray  # the training users (before sharding)
+    zero_shot: bool
+    ckpt_path: Path | None
+    state: dict = field(default_factory=lambda: {
+        "epoch": 0, "best_metric": None, "best_epoch": 0, "best_state": None, "bad_evals": 0, "history": [],
+        "stopped_early": False})
+
+    @property
+    def metric_key(self) -> str | None:
+        return f"{self.cfg.valid_set}_{self.cfg.valid_metric}" if self.cfg.valid_set else None
+
+
+def _start(model: Recommender, data: SequenceDataset, cfg: TrainConfig, checkpoint_dir: Path | None,
+           users: np.ndarray | None, zero_shot: bool) -> _Run:
+    """Check the inputs, place the model, build the optimizer and seed every generator."""
+    if not isinstance(model, Recommender):
+        raise TypeError(f"train: {type(model).__name__} is not a components.models.base.Recommender")
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    rank, world = dist_rank_world()
+    device = resolve_device(cfg.device)
+    if world > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))  # one GPU per process (torchrun)
+        torch.cuda.set_device(device)
+    model.to(device)
+    use_amp = cfg.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    # Loss scaling is only needed for fp16, whose small exponent range underflows gradients; bf16 has fp32's range.
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    optimizer = build_optimizer(model, cfg)
+    n_items = int(model.config.to_dict().get("n_items", data.n_items))
+    if n_items != data.n_items:
+        raise ValueError(f"train: model has n_items={n_items}, dataset has n_items={data.n_items}")
+    train_users = training_users(data, data.warm_users if users is None else users, zero_shot)
+    if len(train_users) == 0:
+        raise ValueError("train: no user has at least two events in its training prefix (offsets[u]:train_end[u])")
+    if len(train_users) // world == 0:
+        raise ValueError(f"train: {len(train_users)} training users cannot be sharded over {world} ranks")
+    if cfg.valid_set is not None and cfg.valid_set not in data.targets:
+        raise KeyError(f"train: valid_set {cfg.valid_set!r} not in dataset targets {sorted(data.targets)}")
+    # With several ranks each draws its own negatives and dropout masks (the shards come from epoch_shard).
+    rng = np.random.default_rng(cfg.seed if world == 1 else [cfg.seed, rank])
+    torch.manual_seed(cfg.seed if world == 1 else cfg.seed + 7919 * rank)  # dropout: torch's global generator
+    return _Run(model, data, cfg, device, rank, world, optimizer, scaler, use_amp, amp_dtype, rng,
+                train_users, zero_shot, Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None)
+
+
+def _resume(run: _Run) -> bool:
+    """Restore a matching checkpoint (model, optimizer, generators, run state); True if one was restored.  With
+    several ranks, every rank then starts from rank 0's weights and epoch."""
+    resumed = False
+    ckpt = load_checkpoint(run.ckpt_path) if run.ckpt_path is not None else None
+    if ckpt is not None:
+        diff = _config_diff(ckpt.get("model_config", {}), run.model.config.to_dict()) + \
+            _config_diff(ckpt.get("train_key", {}), _resume_key(run.cfg))
+        if ckpt.get("format") != CHECKPOINT_FORMAT or diff:
+            logger.warning("checkpoint %s does not match this run (differs in %s); starting fresh",
+                           run.ckpt_path, diff or "format")
+        else:
+            run.model.load_state_dict(ckpt["model"])
+            run.optimizer.load_state_dict(ckpt["optimizer"])
+            if ckpt.get("scaler"):
+                run.scaler.load_state_dict(ckpt["scaler"])
+            run.rng.bit_generator.state = ckpt["numpy_rng"]
+            torch.set_rng_state(ckpt["torch_rng"])
+            if run.device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(ckpt["cuda_rng"], run.device)
+            for k in run.state:
+                run.state[k] = ckpt[k]
+            resumed = True
+            logger.info("resuming from %s after epoch %d", run.ckpt_path, run.state["epoch"])
+    if run.world > 1:
+        # Every rank must start from rank 0's weights and epoch: a rank that did not see rank 0's checkpoint
+        # (a checkpoint_dir that is not shared between nodes) would otherwise run a different number of steps.
+        starts = [None] * run.world
+        dist.all_gather_object(starts, run.state["epoch"] + 1)
+        if len(set(starts)) != 1:
+            raise RuntimeError(f"train: ranks would resume from different epochs {starts}; checkpoint_dir must be "
+                               "shared by every rank (or absent)")
+        _broadcast_state(run.model)
+    return resumed
+
+
+def _batches(run: _Run, shard: np.ndarray, profile_rows: np.ndarray | None, steps: int) -> Iterator[Batch]:
+    """The first ``steps`` batches of ``shard``, with sampled negatives (losses other than ce) and profile codes.
+    Negatives are drawn for every batch, labelled or not, so the generator advances alike on every rank."""
+    cfg, data = run.cfg, run.data
+    # Sampled training negatives follow the split's history_items setting: history items are negatives only where
+    # they are candidates at evaluation.
+    avoid_history = history_excluded(data)
+    for step, (items, behaviors, labels, mask, *batch_users) in enumerate(training_batches(
+            data, shard, run.model.max_len, cfg.batch_size, run.rng, cfg.train_on,
+            with_users=profile_rows is not None, zero_shot=run.zero_shot)):
+        if step >= steps:
+            break
+        profiles = torch.from_numpy(profile_rows[batch_users[0].numpy()]) if profile_rows is not None else None
+        negatives = None
+        if cfg.loss != "ce":
+            avoid = torch.cat([items, labels], 1).numpy() if avoid_history else None
+            negatives = torch.from_numpy(sample_negatives(labels.numpy(), data.n_items, run.rng, avoid))
+        yield Batch(items, behaviors, labels, mask, negatives, profiles)
+
+
+def _step(run: _Run, batch: Batch) -> float | None:
+    """One optimizer step on ``batch``; its loss, or None if no rank's batch had a labelled position."""
+    labelled = bool(batch.mask.any())
+    if not labelled and run.world == 1:
+        return None  # no labelled position in this batch (possible with sparse target behaviors)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss = None
+    if labelled:
+        with torch.autocast(device_type=run.device.type, dtype=run.amp_dtype, enabled=run.use_amp):
+            loss = run.model.loss(batch.to(run.device), run.cfg.loss)
+        run.scaler.scale(loss).backward()
+    # Every rank joins every step's collective, labelled batch or not (the others would hang), and applies the
+    # same averaged gradient, so the weights stay equal on all ranks.
+    if run.world > 1 and not _all_reduce_grads(run.model, labelled):
+        return None  # no rank had a labelled position: every rank skips this step
+    if run.cfg.grad_clip is not None:
+        run.scaler.unscale_(run.optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    # .item() waits for the device; once per step is cheap next to the step itself and gives a live loss.
+    return None if loss is None else float(loss.item())
+
+
+def _train_epoch(run: _Run, epoch: int, profile_rows: np.ndarray | None, hooks: TrainHooks) -> dict:
+    """Train one epoch on this rank's shard; the epoch's record (loss over every rank's batches, steps, time)."""
+    cfg = run.cfg
+    run.model.train()
+    t0 = time.perf_counter()
+    shard = run.users if run.world == 1 else epoch_shard(run.users, cfg.seed, epoch, run.rank, run.world)
+    if hooks.on_epoch_start is not None:
+        hooks.on_epoch_start(epoch, shard)
+    steps = math.ceil(len(run.users) // run.world / cfg.batch_size)
+    if cfg.max_steps_per_epoch is not None:
+        steps = min(steps, cfg.max_steps_per_epoch)
+    loss_sum, n_steps = 0.0, 0
+    bar = tqdm(_batches(run, shard, profile_rows, steps), total=steps, desc=f"epoch {epoch}/{cfg.epochs}",
+               leave=False, disable=None if cfg.progress and run.rank == 0 else True)
+    for batch in bar:
+        loss = _step(run, batch)
+        if loss is not None:
+            loss_sum, n_steps = loss_sum + loss, n_steps + 1
+            bar.set_postfix(loss=f"{loss:.4f}")
+    bar.close()
+    n_loss_steps = n_steps
+    if run.world > 1:  # the epoch's loss over every rank's batches
+        totals = torch.tensor([loss_sum, float(n_steps)], dtype=torch.float64, device=run.device)
+        dist.all_reduce(totals)
+        loss_sum, n_loss_steps = float(totals[0]), int(totals[1])
+    return {"epoch": epoch, "loss": loss_sum / max(n_loss_steps, 1), "steps": n_steps,
+            "seconds": time.perf_counter() - t0}
+
+
+def _validate(run: _Run, epoch: int, record: dict) -> None:
+    """Evaluate on the validation set (rank 0; the others receive its metrics), add the metrics to ``record``,
+    keep the best epoch's weights and decide early stopping."""
+    cfg, st = run.cfg, run.state
+    t1 = time.perf_counter()
+    protocol = "full" if cfg.valid_metric.startswith("full_") else "sampled"
+    metrics = None
+    if run.rank == 0:  # the weights are the same on every rank: rank 0 evaluates, the others receive its metrics
+        protocols = tuple(dict.fromkeys((protocol, *cfg.valid_protocols)))
+        metrics = evaluate(run.model, run.data, cfg.valid_set, protocols=protocols, batch_size=cfg.valid_batch_size,
+                           device=run.device)
+    if run.world > 1:
+        box = [metrics]
+        dist.broadcast_object_list(box, src=0)
+        metrics = box[0]
+    if cfg.valid_metric not in metrics:
+        raise KeyError(f"train: valid_metric {cfg.valid_metric!r} not among the metrics of {cfg.valid_set!r}: "
+                       f"{sorted(metrics)}")
+    record.update({f"{cfg.valid_set}_{k}": v for k, v in metrics.items()})
+    record["eval_seconds"] = time.perf_counter() - t1
+    value = float(metrics[cfg.valid_metric])
+    if st["best_metric"] is None or value > st["best_metric"]:
+        st.update(best_metric=value, best_epoch=epoch, best_state=_cpu_state(run.model), bad_evals=0)
+        return
+    st["bad_evals"] += 1
+    if cfg.patience is not None and st["bad_evals"] >= cfg.patience:
+        st["stopped_early"] = True
+        logger.info("early stop after epoch %d: %s has not improved for %d validations (best %.4f at epoch %d)",
+                    epoch, run.metric_key, st["bad_evals"], st["best_metric"], st["best_epoch"])
+
+
+def _save(run: _Run, epoch: int, hooks: TrainHooks) -> None:
+    """Write the checkpoint of this epoch (rank 0)."""
+    save_checkpoint(run.ckpt_path, {
+        "format": CHECKPOINT_FORMAT, "model_config": run.model.config.to_dict(), "train_key": _resume_key(run.cfg),
+        "train_config": run.cfg.to_dict(), "model": _cpu_state(run.model), "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+        "numpy_rng": run.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None, **run.state,
+    })
+    if hooks.on_checkpoint is not None:
+        hooks.on_checkpoint(epoch, run.ckpt_path)
+
+
+# ---- the loop ----------------------------------------------------------------------------------------------------
 def train(
-    model: nn.Module,
+    model: Recommender,
     data: SequenceDataset,
     cfg: TrainConfig,
     *,
@@ -254,194 +454,32 @@ def train(
     ``hooks`` (:class:`TrainHooks`) observe each rank's shard and the checkpoint writes.
     """
     hooks = hooks or TrainHooks()
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    rank, world = dist_rank_world()
-    device = resolve_device(cfg.device)
-    if world > 1 and device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))  # one GPU per process (torchrun)
-        torch.cuda.set_device(device)
-    model.to(device)
-    use_amp = cfg.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    # Loss scaling is only needed for fp16, whose small exponent range underflows gradients; bf16 has fp32's range.
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    optimizer = build_optimizer(model, cfg)
-    n_items = int(_model_config_dict(model).get("n_items", data.n_items))
-    if n_items != data.n_items:
-        raise ValueError(f"train: model has n_items={n_items}, dataset has n_items={data.n_items}")
-    max_len = int(getattr(model, "max_len"))
-    train_users = training_users(data, data.warm_users if users is None else users, zero_shot_examples)
-    if len(train_users) == 0:
-        raise ValueError("train: no user has at least two events in its training prefix (offsets[u]:train_end[u])")
-    if cfg.valid_set is not None and cfg.valid_set not in data.targets:
-        raise KeyError(f"train: valid_set {cfg.valid_set!r} not in dataset targets {sorted(data.targets)}")
-
-    # With several ranks each draws its own negatives and dropout masks (the shards come from epoch_shard).
-    rng = np.random.default_rng(cfg.seed if world == 1 else [cfg.seed, rank])
-    torch.manual_seed(cfg.seed if world == 1 else cfg.seed + 7919 * rank)  # dropout: torch's global generator
-    model_cfg = _model_config_dict(model)
-    st = {"epoch": 0, "best_metric": None, "best_epoch": 0, "best_state": None, "bad_evals": 0, "history": [],
-          "stopped_early": False}
-    resumed = False
-    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    if ckpt_path is not None:
-        ckpt = load_checkpoint(ckpt_path)
-        if ckpt is not None:
-            diff = _config_diff(ckpt.get("model_config", {}), model_cfg) + \
-                _config_diff(ckpt.get("train_key", {}), _resume_key(cfg))
-            if ckpt.get("format") != CHECKPOINT_FORMAT or diff:
-                logger.warning("checkpoint %s does not match this run (differs in %s); starting fresh",
-                               ckpt_path, diff or "format")
-            else:
-                model.load_state_dict(ckpt["model"])
-                optimizer.load_state_dict(ckpt["optimizer"])
-                if ckpt.get("scaler"):
-                    scaler.load_state_dict(ckpt["scaler"])
-                rng.bit_generator.state = ckpt["numpy_rng"]
-                torch.set_rng_state(ckpt["torch_rng"])
-                if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
-                    torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
-                for k in st:
-                    st[k] = ckpt[k]
-                resumed = True
-                logger.info("resuming from %s after epoch %d", ckpt_path, st["epoch"])
+    run = _start(model, data, cfg, checkpoint_dir, users, zero_shot_examples)
+    st = run.state
+    resumed = _resume(run)
     start_epoch = st["epoch"] + 1
-    if world > 1:
-        # Every rank must start from rank 0's weights and epoch: a rank that did not see rank 0's checkpoint
-        # (a checkpoint_dir that is not shared between nodes) would otherwise run a different number of steps.
-        starts = [None] * world
-        dist.all_gather_object(starts, start_epoch)
-        if len(set(starts)) != 1:
-            raise RuntimeError(f"train: ranks would resume from different epochs {starts}; checkpoint_dir must be "
-                               "shared by every rank (or absent)")
-        _broadcast_state(model)
-
-    n_shard = len(train_users) // world
-    if n_shard == 0:
-        raise ValueError(f"train: {len(train_users)} training users cannot be sharded over {world} ranks")
-    steps = math.ceil(n_shard / cfg.batch_size)
-    if cfg.max_steps_per_epoch is not None:
-        steps = min(steps, cfg.max_steps_per_epoch)
-    metric_key = f"{cfg.valid_set}_{cfg.valid_metric}" if cfg.valid_set else None
-    # Models that read user profiles (components.tuning) get each batch user's profile codes.
-    profile_rows = model.profile_table(data) if getattr(model, "uses_profiles", False) else None
-    protocol = "full" if cfg.valid_metric.startswith("full_") else "sampled"
-    # Sampled training negatives follow the split's history_items setting: history items are negatives only where
-    # they are candidates at evaluation.
-    avoid_history = history_excluded(data)
-
+    profile_rows = model.profile_table(data)  # models that read user profiles get each batch user's codes
     for epoch in range(start_epoch, cfg.epochs + 1):
         if st["stopped_early"]:
             break
-        model.train()
-        t0 = time.perf_counter()
-        loss_sum, n_steps = 0.0, 0
-        shard = train_users if world == 1 else epoch_shard(train_users, cfg.seed, epoch, rank, world)
-        if hooks.on_epoch_start is not None:
-            hooks.on_epoch_start(epoch, shard)
-        batches = training_batches(data, shard, max_len, cfg.batch_size, rng, cfg.train_on,
-                                   with_users=profile_rows is not None, zero_shot=zero_shot_examples)
-        bar = tqdm(batches, total=steps, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
-                   disable=None if cfg.progress and rank == 0 else True)
-        for step, (items, behaviors, labels, mask, *batch_users) in enumerate(bar):
-            if step >= steps:
-                break
-            profiles = None
-            if profile_rows is not None:
-                profiles = torch.from_numpy(profile_rows[batch_users[0].numpy()]).to(device)
-            negatives = None
-            if cfg.loss != "ce":
-                avoid = torch.cat([items, labels], 1).numpy() if avoid_history else None
-                negatives = torch.from_numpy(sample_negatives(labels.numpy(), data.n_items, rng, avoid)).to(device)
-            labelled = bool(mask.any())
-            if not labelled and world == 1:
-                continue  # no labelled position in this batch (possible with sparse target behaviors)
-            optimizer.zero_grad(set_to_none=True)
-            loss = None
-            if labelled:
-                items, behaviors = items.to(device), behaviors.to(device)
-                labels, mask = labels.to(device), mask.to(device)
-                with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=use_amp):
-                    loss = _model_loss(model, items, behaviors, labels, mask, cfg.loss, negatives, profiles)
-                scaler.scale(loss).backward()
-            # Every rank joins every step's collective, labelled batch or not (the others would hang), and applies
-            # the same averaged gradient, so the weights stay equal on all ranks.
-            if world > 1 and not _all_reduce_grads(model, labelled):
-                continue  # no rank had a labelled position: every rank skips this step
-            if cfg.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            if loss is None:
-                continue
-            # .item() waits for the device; once per step is cheap next to the step itself and gives a live loss.
-            loss_value = float(loss.item())
-            loss_sum += loss_value
-            n_steps += 1
-            bar.set_postfix(loss=f"{loss_value:.4f}")
-        bar.close()
-        if world > 1:  # the epoch's loss over every rank's batches
-            totals = torch.tensor([loss_sum, float(n_steps)], dtype=torch.float64, device=device)
-            dist.all_reduce(totals)
-            loss_sum, n_loss_steps = float(totals[0]), int(totals[1])
-        else:
-            n_loss_steps = n_steps
-        record: dict = {"epoch": epoch, "loss": loss_sum / max(n_loss_steps, 1), "steps": n_steps,
-                        "seconds": time.perf_counter() - t0}
-
-        due = epoch % cfg.eval_every == 0 or epoch == cfg.epochs
-        if cfg.valid_set is not None and due:
-            t1 = time.perf_counter()
-            protocols = tuple(dict.fromkeys((protocol, *cfg.valid_protocols)))
-            metrics = None
-            if rank == 0:  # the weights are the same on every rank: rank 0 evaluates, the others receive its metrics
-                metrics = evaluate(model, data, cfg.valid_set, protocols=protocols,
-                                   batch_size=cfg.valid_batch_size, device=device)
-            if world > 1:
-                box = [metrics]
-                dist.broadcast_object_list(box, src=0)
-                metrics = box[0]
-            if cfg.valid_metric not in metrics:
-                raise KeyError(f"train: valid_metric {cfg.valid_metric!r} not among the metrics of "
-                               f"{cfg.valid_set!r}: {sorted(metrics)}")
-            record.update({f"{cfg.valid_set}_{k}": v for k, v in metrics.items()})
-            record["eval_seconds"] = time.perf_counter() - t1
-            value = float(metrics[cfg.valid_metric])
-            if st["best_metric"] is None or value > st["best_metric"]:
-                st.update(best_metric=value, best_epoch=epoch, best_state=_cpu_state(model), bad_evals=0)
-            else:
-                st["bad_evals"] += 1
-                if cfg.patience is not None and st["bad_evals"] >= cfg.patience:
-                    st["stopped_early"] = True
-                    logger.info("early stop after epoch %d: %s has not improved for %d validations (best %.4f "
-                                "at epoch %d)", epoch, metric_key, st["bad_evals"], st["best_metric"],
-                                st["best_epoch"])
+        record = _train_epoch(run, epoch, profile_rows, hooks)
+        if cfg.valid_set is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+            _validate(run, epoch, record)
         elif cfg.valid_set is None:
             st.update(best_epoch=epoch, best_state=_cpu_state(model))
         st["epoch"] = epoch
         st["history"].append(record)
-        logger.info("epoch %d: loss %.4f, %d steps, %.1f s%s", epoch, record["loss"], n_steps, record["seconds"],
-                    f", {metric_key} {record[metric_key]:.4f}" if metric_key and metric_key in record else "")
-
-        if ckpt_path is not None and rank == 0:
-            save_checkpoint(ckpt_path, {
-                "format": CHECKPOINT_FORMAT, "model_config": model_cfg, "train_key": _resume_key(cfg),
-                "train_config": cfg.to_dict(), "model": _cpu_state(model), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None, **st,
-            })
-            if hooks.on_checkpoint is not None:
-                hooks.on_checkpoint(epoch, ckpt_path)
-        if on_epoch_end is not None and rank == 0:
+        key = run.metric_key
+        logger.info("epoch %d: loss %.4f, %d steps, %.1f s%s", epoch, record["loss"], record["steps"],
+                    record["seconds"], f", {key} {record[key]:.4f}" if key and key in record else "")
+        if run.ckpt_path is not None and run.rank == 0:
+            _save(run, epoch, hooks)
+        if on_epoch_end is not None and run.rank == 0:
             on_epoch_end(epoch, copy.deepcopy(record))
 
     if st["best_state"] is None:  # no epoch ran (epochs=0) or validation never happened
-        st["best_state"] = _cpu_state(model)
-        st["best_epoch"] = st["epoch"]
+        st.update(best_state=_cpu_state(model), best_epoch=st["epoch"])
     model.load_state_dict(st["best_state"])
     return TrainResult(history=st["history"], best_epoch=st["best_epoch"], best_metric=st["best_metric"],
                        best_state=st["best_state"], resumed=resumed, start_epoch=start_epoch,
-                       stopped_early=st["stopped_early"], metric_name=metric_key)
+                       stopped_early=st["stopped_early"], metric_name=run.metric_key)

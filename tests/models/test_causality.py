@@ -8,9 +8,9 @@ i.e. implements ``run_stack``), so a new model is covered without editing this f
     positions <= t unchanged, in eval mode and in train mode under the same torch seed (Gumbel noise, dropout and
     masks then draw the same numbers in both runs) and from the same buffers (running statistics that a training
     pass updates are restored before the second pass).  "Output at position t" is the per-position state that the
-    model's training loss scores against the next item: what ``training_loss`` hands to
+    model's training loss scores against the next item: what ``loss`` (the ``Recommender`` contract) hands to
     ``components.models.losses.next_item_loss`` (captured by patching it); for a loss that does not go through
-    it, the model's ``sequence_states``; ``encode`` for a model without its own ``training_loss``.  Every column
+    it, the model's ``sequence_states``.  Every column
     up to t is compared, padding columns included (they hold the empty-history state, or the encoder's padding
     output); extra columns left of the window, if a model adds any (a zero-shot state), may depend on no event at
     all.  The labels passed are the real next items, so a state that reads its label fails too.  Left-padded
@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 import components.models.losses as losses_module
+from components.models.base import Batch
 from components.models.registry import ARCHITECTURES, build_model, model_classes
 from components.models.tuned.methods import METHODS, method_config
 from components.tuning.tune import takes_prompts
@@ -83,10 +84,6 @@ def build(name: str) -> nn.Module:
     return _perturb(build_model(base, cfg.to_dict(), method))
 
 
-def _uses_profiles(model: nn.Module) -> bool:
-    return bool(getattr(model, "uses_profiles", False))
-
-
 def make_batch(g: torch.Generator, b: int, n: int = N) -> tuple[Tensor, Tensor, Tensor]:
     """Left-padded items, behaviors [b, n] of random lengths 0..n (row 0 full, row 1 empty) and profiles."""
     lengths = torch.randint(0, n + 1, (b,), generator=g)
@@ -124,11 +121,9 @@ class _Captured(Exception):
 
 def training_states(model: nn.Module, items: Tensor, behaviors: Tensor, profiles: Tensor) -> Tensor:
     """The per-position outputs the training loss scores against the next item, [B, extra + N, d]: what
-    ``training_loss`` hands to ``next_item_loss``; for a loss that does not go through it, the model's
-    ``sequence_states``; for a model without its own loss, ``encode``."""
-    kwargs = {"profiles": profiles} if _uses_profiles(model) else {}
-    if not callable(getattr(model, "training_loss", None)):
-        return model.encode(items, behaviors)
+    ``loss`` hands to ``next_item_loss``; for a loss that does not go through it, the model's
+    ``sequence_states``."""
+    profiles = profiles if model.uses_profiles else None
     labels = torch.cat([items[:, 1:], torch.ones_like(items[:, :1])], dim=1)  # the real next items
     mask = (items != 0) & (labels != 0)
     seen: dict[str, Tensor] = {}
@@ -139,14 +134,14 @@ def training_states(model: nn.Module, items: Tensor, behaviors: Tensor, profiles
 
     with mock.patch.object(losses_module, "next_item_loss", record):
         try:
-            model.training_loss(items, behaviors, labels, mask, "ce", None, **kwargs)
+            model.loss(Batch(items, behaviors, labels, mask, profiles=profiles), "ce")
         except _Captured:
             pass
     if "hidden" in seen:
         return seen["hidden"]
     if callable(getattr(model, "sequence_states", None)):
-        return model.sequence_states(items, behaviors, **kwargs)
-    pytest.fail(f"{type(model).__name__}.training_loss does not call next_item_loss and the model has no "
+        return model.sequence_states(items, behaviors, *([profiles] if profiles is not None else []))
+    pytest.fail(f"{type(model).__name__}.loss does not call next_item_loss and the model has no "
                 "sequence_states(items, behaviors): expose the per-position outputs its loss reads")
 
 
@@ -194,9 +189,8 @@ def test_outputs_up_to_t_ignore_every_later_event(name, what, mode):
 
 
 def _scores(model: nn.Module, items: Tensor, behaviors: Tensor, profiles: Tensor, candidates: Tensor):
-    kwargs = {"profiles": profiles} if _uses_profiles(model) else {}
-    return (model.score_all(items, behaviors, **kwargs),
-            model.score_items(items, behaviors, candidates, **kwargs))
+    profiles = profiles if model.uses_profiles else None
+    return model.score_all(items, behaviors, profiles), model.score_items(items, behaviors, candidates, profiles)
 
 
 @pytest.mark.parametrize("name", MODELS)

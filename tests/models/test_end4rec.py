@@ -8,6 +8,7 @@ import logging
 import pytest
 import torch
 
+from components.models.base import Batch
 from components.models.end4rec import END4Rec, END4RecConfig, coding_rate, gumbel_keep_mask, sequence_coding_rate
 from components.training import TrainConfig, evaluate, train
 from components.training.pretrain import train_guided
@@ -17,7 +18,7 @@ from .synthetic import make_chain_dataset, one_torch_thread  # noqa: F401  (auto
 
 @pytest.fixture(scope="module")
 def data():
-    return make_chain_dataset(n_warm=200, n_items=200, seed=1)
+    return make_chain_dataset(n_warm=200, n_items=347, seed=1)  # 260 users, 347 items
 
 
 def _model(data, **kw) -> END4Rec:
@@ -284,7 +285,7 @@ def test_official_compactness_is_per_sequence_minimised_and_ignores_padding():
         for weight in (0.0, 0.01):
             model = _small(compactness=variant, compact_weight=weight, cl_weight=0.0).eval()
             with torch.no_grad():
-                losses[variant, weight] = float(model.training_loss(items, behaviors, labels, mask, "ce", None))
+                losses[variant, weight] = float(model.loss(Batch(items, behaviors, labels, mask), "ce"))
     assert losses["official", 0.01] > losses["official", 0.0]
     assert losses["batch_states", 0.01] < losses["batch_states", 0.0]
 

@@ -9,6 +9,7 @@ import torch
 
 from components.data.clean import CleanConfig, clean_interactions
 from components.data.split import SplitConfig, build_sequences
+from components.models.base import Batch
 from components.models.history import HistoryModel
 from components.models.losses import logsumexp_items
 from components.models.registry import build_model
@@ -55,11 +56,11 @@ def test_scores_are_a_distribution_and_the_loss_is_their_negative_log(encoder):
         inputs, labels = items[2:, :-1], items[2:, 1:]
         mask = torch.zeros_like(labels, dtype=torch.bool)
         mask[:, -1] = True
-        loss = model.training_loss(inputs, behaviors[2:, :-1], labels, mask, "ce", None)
+        loss = model.loss(Batch(inputs, behaviors[2:, :-1], labels, mask), "ce")
         want = -model.score_all(inputs, behaviors[2:, :-1]).gather(1, labels[:, -1:]).mean()
         assert loss.item() == pytest.approx(want.item(), rel=1e-4)
     with pytest.raises(ValueError, match="ce"):
-        model.training_loss(inputs, behaviors[2:, :-1], labels, mask, "bpr", labels)
+        model.loss(Batch(inputs, behaviors[2:, :-1], labels, mask, negatives=labels), "bpr")
 
 
 def test_chunked_explore_normaliser_matches_and_is_differentiable():
@@ -73,11 +74,12 @@ def test_chunked_explore_normaliser_matches_and_is_differentiable():
 
 
 def test_repeat_setting_wraps_any_encoder(taobao_head):
-    from components.data.readers import read_dataset
+    from components.data.prepare import sequences_from_config
 
-    raw = read_dataset("taobao", taobao_head).interactions
-    data = build_sequences(clean_interactions(raw, CleanConfig(min_user_events=5, min_item_events=3)), None,
-                           SplitConfig(target_behaviors=["buy"], cold_threshold=3, seed=0))
+    data = sequences_from_config({
+        "parameters": {"dataset": "taobao", "raw_path": str(taobao_head), "seed": 0},
+        "steps": {"clean": {"parameters": {"rules": {"min_user_events": 5, "min_item_events": 3}}},
+                  "split": {"parameters": {"settings": {"target_behaviors": ["buy"], "cold_threshold": 3}}}}})
     name, cfg = model_config(data, {"name": "ebm", "hidden": 16, "chunks": 4, "repeat": {"mode_bias_init": 1.0}})
     assert name == "repeat" and cfg["encoder"] == "ebm" and cfg["encoder_config"]["chunks"] == 4
     assert cfg["mode_bias_init"] == 1.0 and cfg["encoder_config"]["n_items"] == data.n_items

@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from components.models.base import Recommender
 from components.models.registry import ARCHITECTURES, build_model, model_classes
 from components.models.trained import TrainedModel
 from components.models.tuned.methods import METHODS, TuningConfig, method_config
@@ -26,12 +27,12 @@ def _tuned(method: str = "ppr_light") -> TrainedModel:
                         info={"n": 3})
 
 
-def _scores(model: torch.nn.Module) -> torch.Tensor:
+def _scores(model: Recommender) -> torch.Tensor:
     items = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
     behaviors = (items != 0).long()
-    extra = {"profiles": torch.tensor([[1], [2]])} if getattr(model, "uses_profiles", False) else {}
+    profiles = torch.tensor([[1], [2]]) if model.uses_profiles else None
     with torch.no_grad():
-        return model.score_all(items, behaviors, **extra)
+        return model.score_all(items, behaviors, profiles)
 
 
 def test_save_and_load_give_the_same_model(tmp_path):

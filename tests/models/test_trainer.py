@@ -11,6 +11,7 @@ import torch
 
 from components.metrics.ranking import metrics_from_ranks
 from components.models import PopularityModel, SASRec, SASRecConfig
+from components.models.base import Recommender
 from components.models.losses import sample_negatives
 from components.training import (
     TrainConfig,
@@ -28,7 +29,7 @@ MAX_LEN = 20
 
 @pytest.fixture(scope="module")
 def data():
-    d = make_chain_dataset(n_warm=300, n_cold_tune=30, n_cold_test=30, n_items=300, seed=1)
+    d = make_chain_dataset(n_warm=257, n_cold_tune=30, n_cold_test=30, n_items=452, seed=1)  # 317 users, 452 items
     check_contract(d)
     return d
 
@@ -45,18 +46,21 @@ def quick_cfg(**kw) -> TrainConfig:
     return TrainConfig(**cfg)
 
 
-class RandomScorer:
+class RandomScorer(Recommender):
     """Seeded random scores: the chance level every model must beat."""
 
-    max_len = 1
-
     def __init__(self, n_items: int, seed: int):
+        super().__init__()
         self.n_items, self.g = n_items, torch.Generator().manual_seed(seed)
 
-    def score_all(self, items, behaviors):
+    @property
+    def max_len(self) -> int:
+        return 1
+
+    def score_all(self, items, behaviors, profiles=None):
         return torch.rand(items.shape[0], self.n_items + 1, generator=self.g)
 
-    def score_items(self, items, behaviors, candidates):
+    def score_items(self, items, behaviors, candidates, profiles=None):
         return torch.rand(candidates.shape, generator=self.g)
 
 

@@ -1,6 +1,6 @@
 """Leak probes for the tuning methods, and what their training batches hold.
 
-- Causality: a method's state after event t (``TunedRecommender.sequence_states``, what ``training_loss`` scores
+- Causality: a method's state after event t (``TunedRecommender.sequence_states``, what ``loss`` scores
   against the next event) may not move when a later event (item or behavior) changes, nor with the other rows of
   the batch.  Before the fix CPL's prompt read the whole window through its GRU: changing later events moved
   earlier states by up to 0.13 (SASRec base) / 0.01 (EBM base).

@@ -16,7 +16,7 @@ positions.
 
 Causality (``sequence_states``): every method's state after event t depends on events <= t and on the user's own
 profile only, and a user's states and scores do not depend on the other rows of the batch; a padding column holds
-the empty-history state.  ``training_loss`` scores exactly these states (``tests/tuning/test_leaks.py``).
+the empty-history state.  ``loss`` scores exactly these states (``tests/tuning/test_leaks.py``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from components.models import losses
-from components.models.base import ConfigMixin
+from components.models.base import Batch, ConfigMixin, Recommender
 from components.models.tuned.profiles import ProfileEmbedding, profile_table
 
 
@@ -70,7 +70,7 @@ class TuningConfig(ConfigMixin):
         return int(self.base_config["max_len"])  # every encoder config has one
 
 
-class TunedRecommender(nn.Module):
+class TunedRecommender(Recommender):
     """A pre-trained encoder plus a tuning method's modules; scores like the encoders do, given profiles too."""
 
     uses_profiles = True
@@ -180,7 +180,7 @@ class TunedRecommender(nn.Module):
 
     def sequence_states(self, items: Tensor, behaviors: Tensor, profiles: Tensor | None = None) -> Tensor:
         """Per-position user states [B, N, d], aligned with the input columns: column j is the state after the
-        events up to column j, the one ``training_loss`` scores against the event after j (side vector
+        events up to column j, the one ``loss`` scores against the event after j (side vector
         included).  A padding column (before the row's first event) holds the empty-history state, the one a
         zero-shot user gets and the zero-shot position trains.  Column j depends on events <= j and on the
         row's own profile only (``tests/tuning/test_leaks.py``, ``tests/models/test_causality.py``)."""
@@ -226,12 +226,13 @@ class TunedRecommender(nn.Module):
         return scores.masked_fill(candidates == 0, float("-inf"))
 
     # ---- training ----------------------------------------------------------------------------------------------
-    def training_loss(self, items: Tensor, behaviors: Tensor, labels: Tensor, mask: Tensor, kind: str,
-                      negatives: Tensor | None, profiles: Tensor | None = None) -> Tensor:
+    def loss(self, batch: Batch, kind: str) -> Tensor:
         """The next-item loss of :meth:`sequence_states` at the labelled positions of ``mask``; a labelled
         position whose input is padding is a zero-shot example (``training_batches(..., zero_shot=True)`` marks
         them) and scores the empty-history state.  Plus the method's term (``_extra_loss``)."""
         cfg = self.config
+        items, behaviors, labels, mask = batch.items, batch.behaviors, batch.labels, batch.mask
+        negatives, profiles = batch.negatives, batch.profiles
         if not cfg.zero_shot_loss:
             mask = mask & (items != 0)
         start = self._first_used_column(items, mask)
