@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from components.models import losses
+import components.models.losses as losses
 from components.settings import from_dict
 
 
@@ -101,6 +101,41 @@ class ConfigMixin:
     @classmethod
     def from_dict(cls, d: dict) -> Any:
         return from_dict(cls, d, where=f"{cls.__name__}.from_dict")  # type: ignore[type-var]
+
+
+@dataclass
+class EncoderConfig(ConfigMixin):
+    """The options every encoder takes under the same names (README, *Models*), so that changing ``name:`` alone
+    switches encoders.  An encoder's config subclasses this: it re-declares a field to give it another default
+    and adds its own checks in ``problems`` (an option it has no use for, e.g. heads in a GRU, is accepted and
+    checked all the same)."""
+
+    n_items: int
+    n_behaviors: int
+    max_len: int = 200  # longest window fed to the model; also the size of the position table
+    hidden: int = 64
+    n_layers: int = 2
+    n_heads: int = 1
+    dropout: float = 0.2
+    use_behavior: bool = True  # add a behavior embedding to each event
+    seed: int = 0  # initialisation seed: the same config gives the same initial weights
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings (a subclass adds its own)."""
+        problems = []
+        if self.n_items < 1 or self.n_behaviors < 1:
+            problems.append(f"n_items={self.n_items} and n_behaviors={self.n_behaviors} must be >= 1")
+        if self.max_len < 1 or self.hidden < 1 or self.n_heads < 1 or self.n_layers < 0:
+            problems.append(f"max_len={self.max_len}, hidden={self.hidden} and n_heads={self.n_heads} must be >= 1, "
+                            f"n_layers={self.n_layers} >= 0")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout={self.dropout} must lie in [0, 1)")
+        return problems
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ValueError(f"{type(self).__name__}: " + "; ".join(problems))
 
 
 def positions_from_first_event(valid: Tensor) -> Tensor:

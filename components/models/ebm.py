@@ -37,37 +37,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from components.models.base import ChunkedDiagonalLinear, ConfigMixin, NextItemEncoder
+from components.models.base import ChunkedDiagonalLinear, EncoderConfig, NextItemEncoder
 
 
 @dataclass
-class EBMConfig(ConfigMixin):
-    n_items: int
-    n_behaviors: int
-    max_len: int = 200
-    hidden: int = 64
-    n_layers: int = 2
-    #: Accepted so that every encoder takes the same options (README, *Models*) and switching ``name:`` alone
-    #: switches the encoder; EBM mixes positions with FFT filters, it has no attention heads.
-    n_heads: int = 1
-    chunks: int = 8  # k of the Chunked Diagonal Mechanism (DPCPL: 8..12 best; END4Rec's code: 4)
-    dropout: float = 0.2
-    use_behavior: bool = True
-    behavior_mixer: bool = True
-    seed: int = 0
+class EBMConfig(EncoderConfig):
+    """(``n_heads`` is accepted like every encoder option; EBM mixes positions with FFT filters, it has no
+    attention heads.)"""
 
-    def __post_init__(self) -> None:
-        problems = []
-        if self.n_items < 1 or self.n_behaviors < 1:
-            problems.append(f"n_items={self.n_items} and n_behaviors={self.n_behaviors} must be >= 1")
+    chunks: int = 8  # k of the Chunked Diagonal Mechanism (DPCPL: 8..12 best; END4Rec's code: 4)
+    behavior_mixer: bool = True
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
         if self.chunks < 1 or self.hidden % self.chunks != 0:
             problems.append(f"hidden={self.hidden} must be divisible by chunks={self.chunks}")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"dropout={self.dropout} must lie in [0, 1)")
-        if self.max_len < 1 or self.n_layers < 0 or self.n_heads < 1:
-            problems.append("max_len and n_heads must be >= 1 and n_layers >= 0")
-        if problems:
-            raise ValueError("EBMConfig: " + "; ".join(problems))
+        return problems
 
 
 def causal_fft_conv(x: Tensor, kernel: Tensor) -> Tensor:

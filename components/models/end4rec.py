@@ -103,9 +103,8 @@ class END4RecConfig(EBMConfig):
     training_mode: str = "guided"  # "guided" (four stages) or "joint" (everything from the start)
     stage_epochs: list[int] = field(default_factory=lambda: [10, 3, 3, 10])
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        problems = []
+    def problems(self) -> list[str]:
+        problems = super().problems()
         if self.tau <= 0:
             problems.append(f"tau={self.tau} must be > 0")
         if self.compactness not in COMPACTNESS:
@@ -114,8 +113,10 @@ class END4RecConfig(EBMConfig):
             problems.append(f"training_mode={self.training_mode!r} must be 'guided' or 'joint'")
         if len(self.stage_epochs) != 4 or any(e < 0 for e in self.stage_epochs):
             problems.append(f"stage_epochs={self.stage_epochs} must be four counts >= 0")
-        if problems:
-            raise ValueError("END4RecConfig: " + "; ".join(problems))
+        return problems
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self.stage_epochs = list(self.stage_epochs)
 
 

@@ -25,32 +25,20 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from components.models.base import ConfigMixin, NextItemEncoder
+from components.models.base import EncoderConfig, NextItemEncoder
 
 
 @dataclass
-class GRU4RecConfig(ConfigMixin):
-    n_items: int
-    n_behaviors: int
-    max_len: int = 200
-    hidden: int = 64
-    n_layers: int = 1  # GRU layers (the paper: 1)
-    #: Accepted so that every encoder takes the same options; a GRU has no attention heads.
-    n_heads: int = 1
-    dropout: float = 0.2
-    use_behavior: bool = True
-    seed: int = 0
+class GRU4RecConfig(EncoderConfig):
+    """(``n_heads`` is accepted like every encoder option; a GRU has no attention heads.)"""
 
-    def __post_init__(self) -> None:
-        problems = []
-        if self.n_items < 1 or self.n_behaviors < 1:
-            problems.append(f"n_items={self.n_items} and n_behaviors={self.n_behaviors} must be >= 1")
-        if self.max_len < 1 or self.hidden < 1 or self.n_layers < 1 or self.n_heads < 1:
-            problems.append("max_len, hidden, n_layers and n_heads must be >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"dropout={self.dropout} must lie in [0, 1)")
-        if problems:
-            raise ValueError("GRU4RecConfig: " + "; ".join(problems))
+    n_layers: int = 1  # GRU layers (the paper: 1)
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if self.n_layers < 1:
+            problems.append(f"n_layers={self.n_layers} must be >= 1 (a GRU4Rec without a GRU)")
+        return problems
 
 
 def _shift(x: Tensor, shift: Tensor) -> Tensor:

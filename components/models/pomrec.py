@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from components.models.base import ConfigMixin, NextItemEncoder
+from components.models.base import EncoderConfig, NextItemEncoder
 
 
 def _prefix_softmax_pool(logits: Tensor, x: Tensor, valid: Tensor, bound: Tensor) -> tuple[Tensor, Tensor]:
@@ -102,32 +102,21 @@ class MultiInterest(nn.Module):
 
 
 @dataclass
-class PoMRecConfig(ConfigMixin):
-    n_items: int
-    n_behaviors: int
+class PoMRecConfig(EncoderConfig):
+    """(``n_layers`` and ``n_heads`` are accepted like every encoder option; PoMRec reads the embedded events
+    directly: one interest layer, no attention heads.)"""
+
     max_len: int = 50
-    hidden: int = 64
-    #: Accepted so that every encoder takes the same options (README, *Models*) and switching ``name:`` alone
-    #: switches the encoder; PoMRec reads the embedded events directly: one interest layer, no attention heads.
     n_layers: int = 1
-    n_heads: int = 1
     n_interests: int = 3
     n_prompts: int = 4
     lam: float = 0.0  # chosen on valid (module docstring); the paper's code uses 3, which swamps the mean here
-    dropout: float = 0.2
-    use_behavior: bool = True
-    seed: int = 0
 
-    def __post_init__(self) -> None:
-        problems = []
-        if self.n_items < 1 or self.n_behaviors < 1 or self.max_len < 1 or self.n_layers < 0 or self.n_heads < 1:
-            problems.append("n_items, n_behaviors, max_len and n_heads must be >= 1, n_layers >= 0")
+    def problems(self) -> list[str]:
+        problems = super().problems()
         if self.n_interests < 1 or self.n_prompts < 1:
             problems.append(f"n_interests={self.n_interests} and n_prompts={self.n_prompts} must be >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"dropout={self.dropout} must lie in [0, 1)")
-        if problems:
-            raise ValueError("PoMRecConfig: " + "; ".join(problems))
+        return problems
 
 
 class PoMRec(NextItemEncoder):

@@ -29,37 +29,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from components.models.base import ConfigMixin, NextItemEncoder
+from components.models.base import EncoderConfig, NextItemEncoder
 
 
 @dataclass
-class SASRecConfig(ConfigMixin):
-    n_items: int
-    n_behaviors: int
-    max_len: int = 200  # longest window fed to the model; also the size of the position table
+class SASRecConfig(EncoderConfig):
     hidden: int = 50
-    n_layers: int = 2
-    n_heads: int = 1
-    dropout: float = 0.2
-    use_behavior: bool = True
     norm_first: bool = True
     ffn_mult: int = 1  # FFN inner size = ffn_mult * hidden (the paper uses hidden -> hidden)
-    seed: int = 0  # initialisation seed: the same config gives the same initial weights
 
-    def __post_init__(self) -> None:
-        problems = []
-        if self.n_items < 1:
-            problems.append(f"n_items={self.n_items} must be >= 1")
-        if self.n_behaviors < 1:
-            problems.append(f"n_behaviors={self.n_behaviors} must be >= 1")
-        if self.hidden % self.n_heads != 0:
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if self.n_heads >= 1 and self.hidden % self.n_heads != 0:
             problems.append(f"hidden={self.hidden} must be divisible by n_heads={self.n_heads}")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"dropout={self.dropout} must lie in [0, 1)")
-        if self.max_len < 1 or self.n_layers < 0 or self.ffn_mult < 1:
-            problems.append("max_len and ffn_mult must be >= 1, n_layers >= 0")
-        if problems:
-            raise ValueError("SASRecConfig: " + "; ".join(problems))
+        if self.ffn_mult < 1:
+            problems.append(f"ffn_mult={self.ffn_mult} must be >= 1")
+        return problems
 
 
 class CausalSelfAttention(nn.Module):
