@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from components.data.schema import BEHAVIOR, ITEM, TIMESTAMP, USER
-from components.data.sequences import SequenceDataset, window_index
+from components.data.sequences import SequenceDataset, gather_windows, window_index
 
 
 def inject_misclicks(table: pa.Table, rate: float, seed: int, behavior: str = "click") -> tuple[pa.Table, set]:
@@ -74,9 +74,9 @@ def drop_rates(model, data: SequenceDataset, injected: np.ndarray, users: np.nda
     with torch.no_grad():
         for lo in range(0, len(users), batch_size):
             chunk = users[lo:lo + batch_size]
-            idx, valid = window_index(data.offsets[chunk], data.train_end[chunk], window)
-            items = np.where(valid, data.items[idx], 0).astype(np.int64)
-            behs = np.where(valid, data.behaviors[idx], 0).astype(np.int64)
+            start, end = data.offsets[chunk], data.train_end[chunk]
+            items, behs = gather_windows(data, start, end, window)
+            idx, valid = window_index(start, end, window)
             flags = valid & np.asarray(injected, bool)[idx]
             it, bt = torch.as_tensor(items, device=device), torch.as_tensor(behs, device=device)
             keep = model.keep_decisions(it, bt).cpu().numpy()
