@@ -1,28 +1,28 @@
-"""Per-dataset facts the pipeline needs beyond the raw format: behavior vocabularies and validation defaults."""
+"""Per-dataset facts the pipeline needs beyond the raw format: behavior vocabularies, split and validation defaults.
+
+Every fact here is read from the one list of formats, ``components/data/readers/registry.py``.
+"""
 
 from __future__ import annotations
 
-from components.data.schema import BEHAVIORS
+from components.data.readers.registry import DATASETS, FORMATS, format_for
 from components.settings import from_dict
+
+__all__ = ["DATASETS", "behaviors_for", "default_history_items", "validation_config"]
 
 
 def behaviors_for(dataset: str, mapping: dict | None = None) -> list[str]:
-    if dataset in BEHAVIORS:
-        return list(BEHAVIORS[dataset])
-    if dataset == "generic":
-        values = (mapping or {}).get("behavior_values")
-        return list(dict.fromkeys(values.values())) if values else ["interact"]
-    raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(BEHAVIORS) + ['generic']}")
-
-
-#: ``history_items`` default per dataset (components.data.split): single-consumption data (a movie is rated once)
-#: excludes history items; every multi-behavior log keeps them as candidates (repeat buys are the common case).
-HISTORY_ITEMS_DEFAULT = {"ml1m": "excluded"}
+    """The dataset's behavior names in code order (a mapped format's from ``mapping``); ``ValueError`` naming every
+    dataset for an unknown one."""
+    return list(format_for(dataset).vocabulary(mapping))
 
 
 def default_history_items(dataset: str | None) -> str:
-    """``excluded`` for ml1m, ``candidates`` for taobao, ijcai15, cikm2019, generic (and an unnamed dataset)."""
-    return HISTORY_ITEMS_DEFAULT.get(dataset or "", "candidates")
+    """``history_items`` default (components.data.split): the dataset's registry entry, ``excluded`` for
+    single-consumption data (a movie is rated once), ``candidates`` for every multi-behavior log, where repeat buys
+    are the common case; ``candidates`` for an unnamed (or unregistered) dataset too."""
+    fmt = FORMATS.get(dataset or "")
+    return fmt.history_items if fmt is not None else "candidates"
 
 
 def validation_config(dataset: str, rules: dict | None, mapping: dict | None = None):

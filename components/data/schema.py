@@ -15,8 +15,9 @@ brand_id       int64 or string, nullable (optional)        brand
 =============  ==========================================  =========================================
 
 Profiles (one row per user, may have zero rows): ``user_id`` plus categorical fields stored as nullable
-strings (null = unknown).  Every dataset's behavior vocabulary is fixed up front (``BEHAVIORS``), so record
-batches of one file share one dictionary and concatenate without re-encoding.
+strings (null = unknown).  Every dataset's behavior vocabulary is fixed up front (its format's ``BEHAVIORS``,
+listed in ``components/data/readers/registry.py``), so record batches of one file share one dictionary and
+concatenate without re-encoding.
 """
 
 from __future__ import annotations
@@ -25,17 +26,6 @@ import pyarrow as pa
 
 USER, ITEM, BEHAVIOR, TIMESTAMP = "user_id", "item_id", "behavior", "timestamp"
 REQUIRED_COLUMNS = (USER, ITEM, BEHAVIOR, TIMESTAMP)
-
-#: Canonical behavior names per dataset, in the order used for their integer codes (code = index + 1 after
-#: cleaning; 0 is padding).  The last name of multi-behavior datasets is the usual target (buy).
-BEHAVIORS: dict[str, tuple[str, ...]] = {
-    "taobao": ("click", "cart", "fav", "buy"),
-    "ijcai15": ("click", "cart", "fav", "buy"),
-    "cikm2019": ("click", "cart", "fav", "buy"),
-    # MovieLens ratings read as behavior levels: 1-2 low, 3 mid, 4-5 high (see data-formats.md).
-    "ml1m": ("rating_low", "rating_mid", "rating_high"),
-}
-DATASETS = ("taobao", "ijcai15", "cikm2019", "ml1m", "generic")
 
 BEHAVIOR_TYPE = pa.dictionary(pa.int8(), pa.string())
 

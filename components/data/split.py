@@ -12,15 +12,15 @@ Users are warm or cold by how many *target-behavior* events they have (PPR: fewe
   [2, cold_threshold - 1], as cold-start papers do.  ``meta["cold_mode"]`` says which was used.
 - Users with no target event at all cannot be evaluated or tuned and are left out (counted in ``meta``).
 
-History items (``history_items``; the default depends on the dataset, ``components.data.datasets``):
-- ``candidates`` (multi-behavior logs: taobao, ijcai15, cikm2019, generic): an item the user already touched is
-  a legitimate answer (most next buys on e-commerce logs are items clicked or carted before).  Negatives are
-  drawn uniformly from every item except the instance's target; evaluation ranks against every item.
-- ``excluded`` (ml1m: a movie is rated once): history items are never candidates or answers.  Negatives are drawn
-  from items the user never interacted with (in any behavior, in its whole original history, including what a
-  simulated cut removed), and instances whose target already occurs in their own history are dropped (counted in
-  ``meta["repeat_targets_dropped"]``): keeping them while excluding the rest of the history would leave a repeat
-  target as the only familiar candidate.
+History items (``history_items``; the default is the dataset's entry in ``components/data/readers/registry.py``):
+- ``candidates`` (multi-behavior logs): an item the user already touched is a legitimate answer (most next buys on
+  e-commerce logs are items clicked or carted before).  Negatives are drawn uniformly from every item except the
+  instance's target; evaluation ranks against every item.
+- ``excluded`` (single-consumption data: a movie is rated once): history items are never candidates or answers.
+  Negatives are drawn from items the user never interacted with (in any behavior, in its whole original history,
+  including what a simulated cut removed), and instances whose target already occurs in their own history are
+  dropped (counted in ``meta["repeat_targets_dropped"]``): keeping them while excluding the rest of the history
+  would leave a repeat target as the only familiar candidate.
 Either way no candidate set depends on which item is the target.  Negatives are distinct within an instance and
 drawn once from the config's seed.  Every instance carries ``repeat``: whether its target occurs in its own
 history (the ``test_repeat`` / ``test_new`` groups of the evaluation).

@@ -1,7 +1,7 @@
 """Writers of small, seeded raw files in every supported format, with the canonical rows a reader must produce.
 
 Each writer returns a :class:`Written`: where the file(s) went and the expected interactions / profiles as
-column -> list, in file order.  The expected values are computed here, independently of ``readers.py`` (dates with
+column -> list, in file order.  The expected values are computed here, independently of the readers (dates with
 ``datetime``, code tables spelled out again), so a test that compares the two checks the reader, not itself.
 Other tests (validation, cleaning, pipelines) can use these writers to get real files of a known content.
 """

@@ -1,4 +1,5 @@
-"""readers.py on real files (Taobao head, IJCAI-15 sample), on generated files of every format, and on bad input.
+"""The readers (components/data/readers/) on real files (Taobao head, IJCAI-15 sample), on generated files of
+every format, and on bad input.
 
 Expected values come from the raw bytes or from tests/data/formats.py (computed there independently of the
 reader), never from the reader itself.

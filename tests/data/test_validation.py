@@ -18,7 +18,8 @@ import pyarrow.compute as pc  # noqa: E402
 import pyarrow.csv as pcsv  # noqa: E402
 import pytest  # noqa: E402
 
-from components.data.schema import BEHAVIORS, behavior_array  # noqa: E402
+from components.data.datasets import behaviors_for  # noqa: E402
+from components.data.schema import behavior_array  # noqa: E402
 from components.data.validation import (  # noqa: E402
     DataValidationError,
     ValidationConfig,
@@ -28,7 +29,7 @@ from components.data.validation import (  # noqa: E402
 )
 
 SOURCE = "UserBehavior.csv"
-NAMES = BEHAVIORS["taobao"]
+NAMES = tuple(behaviors_for("taobao"))
 WINDOW = ("2017-11-25T00:00:00+08:00", "2017-12-03T23:59:59+08:00")
 NOW = 1_600_000_000  # fixed "now" (2020-09) so results do not depend on the clock
 NO_PROFILES = pa.table({"user_id": pa.array([], pa.int64())})
