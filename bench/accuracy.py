@@ -6,7 +6,7 @@
     python -m bench.accuracy --from-ranks DIR [--configs ...] [--baseline LABEL]   # tables again, no training
     python -m bench.accuracy --from-json FILE... [--from-ranks DIR]                  # (mean +- sd only without ranks)
 
-For every config and seed: read -> clean -> split -> pretrain -> evaluate exactly as the pipeline's steps do with
+For every config and seed: ingest -> validate -> clean -> split -> pretrain -> evaluate as the pipeline's steps do with
 that config's parameters (``--raw-path`` replaces the config's ``raw_path``; the seed replaces its ``seed``, so the
 split, the negatives and the initial weights all change with it).  The test set (warm users' last target events)
 is ranked by the model, by popularity and, when ``components.models.history`` exists, by the history baseline
@@ -113,11 +113,12 @@ def split_fingerprint(ts) -> str:
 def run_config(path: str, seed: int, raw_path: str | None, joint: bool = False, epochs: int | None = None,
                batch_size: int | None = None) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
     """One config and seed: the run's JSON row and the per-instance test ranks of every scorer."""
+    from components.data.prepare import sequences_from_config, step_parameters
     from components.training import evaluate
-    from components.training.ddp import build_data
     from components.training.pretrain import pretrain_model
 
-    data, pretrain = build_data(yaml.safe_load(open(path)), raw_path, seed)
+    config = yaml.safe_load(open(path))
+    data, pretrain = sequences_from_config(config, raw_path=raw_path, seed=seed), step_parameters(config, "pretrain")
     model_settings = dict(pretrain.get("model") or {})
     if joint:
         model_settings["training_mode"] = "joint"

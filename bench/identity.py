@@ -126,20 +126,20 @@ def tuned_cases(raw_path: str) -> dict:
 
     import yaml
 
-    from components.training.ddp import build_data
+    from components.data.prepare import sequences_from_config, step_parameters
     from components.training.pretrain import pretrain_model
     from components.tuning.tune import tune_model
 
-    def params(method: str) -> dict:
-        return yaml.safe_load((REPO / "configs" / f"ml1m.{method}.yaml").read_text())["steps"]["prompt_tune"][
-            "parameters"]
+    def config(method: str) -> dict:
+        return yaml.safe_load((REPO / "configs" / f"ml1m.{method}.yaml").read_text())
 
-    data, pre = build_data(yaml.safe_load((REPO / "configs" / "ml1m.ppr_light.yaml").read_text()), raw_path, seed=0)
+    data = sequences_from_config(config("ppr_light"), raw_path=raw_path, seed=0)
+    pre = step_parameters(config("ppr_light"), "pretrain")
     base = pretrain_model(data, pre["model"], {**pre["training"], "epochs": 1, "progress": False,
                                                "valid_protocols": ["sampled"]}, seed=0)
     runs = {}
     for method in ("finetune", "ppr_light", "ppr_full", "cpl", "pomrec"):
-        p = params(method)
+        p = step_parameters(config(method), "prompt_tune")
         tuned = tune_model(base, data, method, p["settings"], {**p["training"], "epochs": 2, "progress": False,
                                                                "valid_protocols": ["sampled"]}, seed=0)
         digest = hashlib.sha256()

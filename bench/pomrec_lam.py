@@ -36,19 +36,19 @@ REPORTED = ("sampled99_hr_at_10", "sampled99_ndcg_at_10")
 
 def standalone_runs(lams: list[float], seeds: list[int], taobao_dir: Path) -> list[dict]:
     """One row per (lambda, seed): the standalone model's ``valid`` metrics at its best epoch on ``valid``."""
-    from components.data.clean import CleanConfig, clean_interactions
-    from components.data.readers import read_dataset
-    from components.data.split import SplitConfig, build_sequences
+    from components.data.prepare import sequences_from_config
     from components.models.pomrec import PoMRec, PoMRecConfig
     from components.training import TrainConfig, evaluate
     from components.training.trainer import train
 
     # tests/models/test_learning_real.py's data: the official window, 5-core users, 3-core items, buy as target.
-    clean = CleanConfig(time_window=("2017-11-25T00:00:00+08:00", "2017-12-03T23:59:59+08:00"),
-                        min_user_events=5, min_item_events=3)
-    raw = read_dataset("taobao", taobao_dir)
-    data = build_sequences(clean_interactions(raw.interactions, clean), None,
-                           SplitConfig(target_behaviors=["buy"], cold_threshold=3, n_negatives=99, seed=42))
+    data = sequences_from_config({
+        "parameters": {"dataset": "taobao", "raw_path": str(taobao_dir), "seed": 42},
+        "steps": {"clean": {"parameters": {"rules": {
+                      "time_window": ["2017-11-25T00:00:00+08:00", "2017-12-03T23:59:59+08:00"],
+                      "min_user_events": 5, "min_item_events": 3}}},
+                  "split": {"parameters": {"settings": {"target_behaviors": ["buy"], "cold_threshold": 3,
+                                                        "n_negatives": 99}}}}})
     rows = []
     for lam in lams:
         for seed in seeds:
@@ -70,16 +70,16 @@ def tuning_runs(lams: list[float], seeds: list[int], pretrain_epochs: int, raw_p
     """One row per (lambda, seed): the tuned head's ``cold_valid`` metrics at its best epoch on ``cold_valid``."""
     import yaml
 
+    from components.data.prepare import sequences_from_config, step_parameters
     from components.training import evaluate
-    from components.training.ddp import build_data
     from components.training.pretrain import pretrain_model
     from components.tuning.tune import tune_model
 
     config = yaml.safe_load((REPO / "configs" / "ml1m.pomrec.yaml").read_text())
-    tune = config["steps"]["prompt_tune"]["parameters"]
+    tune, pretrain = step_parameters(config, "prompt_tune"), step_parameters(config, "pretrain")
     rows = []
     for seed in seeds:
-        data, pretrain = build_data(config, raw_path, seed)
+        data = sequences_from_config(config, raw_path=raw_path, seed=seed)
         training = {**pretrain["training"], "epochs": pretrain_epochs, "progress": False,
                     "valid_protocols": ["sampled"]}
         base = pretrain_model(data, pretrain["model"], training, seed=seed)

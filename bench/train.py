@@ -25,14 +25,12 @@ import torch
 
 
 def load_ml1m(path: str, seed: int = 42):
-    from components.data.clean import CleanConfig, clean_interactions
-    from components.data.readers import read_dataset
-    from components.data.split import SplitConfig, build_sequences
+    from components.data.prepare import sequences_from_config
 
-    raw = read_dataset("ml1m", path)
-    cleaned = clean_interactions(raw.interactions, CleanConfig(min_user_events=5, min_item_events=5))
-    return build_sequences(cleaned, raw.profiles, SplitConfig(cold_mode="natural", n_negatives=100, seed=seed),
-                           dataset="ml1m")
+    return sequences_from_config({
+        "parameters": {"dataset": "ml1m", "raw_path": path, "seed": seed},
+        "steps": {"clean": {"parameters": {"rules": {"min_user_events": 5, "min_item_events": 5}}},
+                  "split": {"parameters": {"settings": {"cold_mode": "natural", "n_negatives": 100}}}}})
 
 
 def main() -> None:

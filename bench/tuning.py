@@ -6,8 +6,8 @@ paired confidence intervals against fine-tuning and verdicts on the papers' clai
         [--claims JSON] [--save-ranks DIR] [--json]
     python -m bench.tuning --from-ranks DIR [--compare-groups ...]      # every table again, no training
 
-Each seed: read -> clean -> split -> pre-train with configs/ml1m.<method>.yaml's shared settings (the split and
-pre-training sections are the same in every one of them, so one base per seed serves every method), then tune
+Each seed: ingest -> validate -> clean -> split -> pre-train with configs/ml1m.<method>.yaml's shared settings (the
+split and pre-training sections are the same in every one of them, so one base per seed serves every method), then tune
 each method with its own config's ``prompt_tune`` settings and rank the cold test users under both protocols (the
 split's stored negatives, 99 as PPR; and full ranking).  The seed replaces the config's seed, so the simulated cold
 users, their negatives, the initial weights and the batch order all change.  Popularity and, when
@@ -239,12 +239,13 @@ def load_ranks(directory: str) -> tuple[list[dict], dict[tuple[str, int], dict]]
 
 def run_seed(seed: int, methods: list[str], pretrain_epochs: int | None, raw_path: str | None,
              tune_epochs: int | None = None, save_dir: str | None = None) -> tuple[list[dict], dict]:
-    from components.training.ddp import build_data
+    from components.data.prepare import sequences_from_config, step_parameters
     from components.training.pretrain import pretrain_model
     from components.tuning.tune import tune_model
 
     configs = {m: yaml.safe_load((REPO / "configs" / f"ml1m.{m}.yaml").read_text()) for m in methods}
-    data, pretrain = build_data(configs[methods[0]], raw_path, seed)
+    data = sequences_from_config(configs[methods[0]], raw_path=raw_path, seed=seed)
+    pretrain = step_parameters(configs[methods[0]], "pretrain")
     n_neg = int(data.targets["cold_test"].negatives.shape[1])
     fewshot_all = fewshot_all_targets(data, seed)
     training = {**pretrain["training"], "progress": False}

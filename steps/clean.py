@@ -4,7 +4,7 @@ import pyarrow as pa
 from zenml import log_metadata, step
 
 import components.data.clean as cleaning
-from components.settings import from_dict
+from components.data import prepare
 from components.tracking import mlflow_log
 from steps._common import TRACKER, cache_on_code
 
@@ -12,8 +12,7 @@ from steps._common import TRACKER, cache_on_code
 @step(experiment_tracker=TRACKER, cache_policy=cache_on_code(__name__))
 def clean(interactions: pa.Table, rules: Optional[dict] = None) -> Annotated[cleaning.CleanResult, "clean_interactions"]:
     """Drop duplicates and out-of-window rows, apply the k-core filter, remap ids, sort by time."""
-    cfg = from_dict(cleaning.CleanConfig, rules, where="steps.clean.parameters.rules")
-    result = cleaning.clean_interactions(interactions, cfg)
+    result = prepare.clean(interactions, rules)
     mlflow_log.log_params(rules or {}, prefix="clean.")
     mlflow_log.log_dict(result.report, "data/clean_report.json")
     log_metadata({"rows_in": result.report["rows_in"], "rows_out": result.report["rows_out"]})

@@ -3,7 +3,7 @@ from typing import Annotated, Optional
 import pyarrow as pa
 from zenml import log_metadata, step
 
-import components.data.readers as readers
+from components.data import prepare
 from components.tracking import mlflow_log
 from steps._common import TRACKER, cache_on_code
 
@@ -21,7 +21,7 @@ def ingest(
     Annotated[dict, "ingest_report"],
 ]:
     """Read the raw logs into the canonical interactions and profile tables, skipping malformed rows."""
-    result = readers.read_dataset(dataset, raw_path, mapping=mapping, max_malformed_fraction=max_malformed_fraction)
+    result = prepare.ingest(dataset, raw_path, mapping=mapping, max_malformed_fraction=max_malformed_fraction)
     mlflow_log.log_params({"dataset": dataset, "raw_path": raw_path, "input_fingerprint": input_fingerprint[:16]})
     mlflow_log.log_dict(result.report, "data/ingest_report.json")
     log_metadata({"rows": result.interactions.num_rows, "profiles": result.profiles.num_rows})

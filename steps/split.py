@@ -4,8 +4,8 @@ import pyarrow as pa
 from zenml import step
 
 import components.data.split as splitting
+from components.data import prepare
 from components.data.sequences import SequenceDataset
-from components.settings import from_dict
 from components.tracking import mlflow_log
 from steps._common import TRACKER, cache_on_code
 
@@ -20,8 +20,8 @@ def split(
 ) -> Annotated[SequenceDataset, "sequences"]:
     """Split warm from cold users, fix leave-one-out targets and the sampled negatives (history items stay
     candidates or are excluded, per the dataset's ``history_items`` setting)."""
-    cfg = from_dict(splitting.SplitConfig, {**(settings or {}), "seed": seed}, where="steps.split.parameters.settings")
-    data = splitting.build_sequences(clean_interactions, profiles, cfg, dataset=dataset)
+    cfg = prepare.split_config(seed, settings)
+    data = prepare.split(clean_interactions, profiles, cfg, dataset=dataset)
     mlflow_log.log_params({k: v for k, v in vars(cfg).items()}, prefix="split.")
     mlflow_log.log_dict(data.meta, "data/split.json")
     return data

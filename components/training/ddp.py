@@ -3,8 +3,9 @@
     torchrun --standalone --nproc-per-node 4 -m components.training.ddp --config configs/ml1m.k8s.yaml \\
         [--raw-path PATH] [--out DIR] [--checkpoint-dir DIR] [--record-shards]
 
-Every rank builds the data exactly as the pipeline's steps do with the config's parameters (read -> clean ->
-split; deterministic, so all ranks hold the same SequenceDataset), then pre-trains with the config's
+Every rank builds the data exactly as the pipeline's steps do with the config's parameters
+(``components.data.prepare.sequences_from_config``: ingest -> validate -> clean -> split, the functions the data
+steps call; deterministic, so all ranks hold the same SequenceDataset), then pre-trains with the config's
 ``steps.pretrain.parameters`` (model and training) through ``pretrain_model``; ``components.training.trainer``
 shards the training users over the ranks, averages gradients, and lets rank 0 alone evaluate, checkpoint and
 call the epoch callback.  Rank 0 then writes the trained model to ``--out`` in the format of the pipeline's model
@@ -51,25 +52,6 @@ def init_distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def build_data(config: dict, raw_path: str | None, seed: int):
-    """read -> clean -> split with the config's step parameters, as the pipeline (and bench/accuracy.py) do."""
-    from components.data.clean import CleanConfig, clean_interactions
-    from components.data.readers import read_dataset
-    from components.data.split import SplitConfig, build_sequences
-    from components.settings import from_dict
-
-    params, steps = config["parameters"], config.get("steps") or {}
-
-    def step(name: str) -> dict:
-        return (steps.get(name) or {}).get("parameters") or {}
-
-    ingest = {k: v for k, v in step("ingest").items() if k == "max_malformed_fraction"}
-    raw = read_dataset(params["dataset"], raw_path or params["raw_path"], mapping=params.get("mapping"), **ingest)
-    cleaned = clean_interactions(raw.interactions, from_dict(CleanConfig, step("clean").get("rules"), where="clean"))
-    split = from_dict(SplitConfig, {**(step("split").get("settings") or {}), "seed": seed}, where="split")
-    return build_sequences(cleaned, raw.profiles, split, dataset=params["dataset"]), step("pretrain")
-
-
 class _ShardRecorder:
     """What this rank did (--record-shards), observed through the trainer's hooks: the users of each epoch, the
     checkpoints it wrote and the epochs it logged."""
@@ -109,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch.distributed as dist
 
+    from components.data.prepare import sequences_from_config, step_parameters
     from components.training.pretrain import pretrain_model
 
     rank, world = init_distributed()
@@ -119,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     seed = a.seed if a.seed is not None else int(config["parameters"].get("seed", 42))
     recorder = _ShardRecorder() if a.record_shards else None
     try:
-        data, pretrain = build_data(config, a.raw_path, seed)
+        data = sequences_from_config(config, raw_path=a.raw_path, seed=seed)
+        pretrain = step_parameters(config, "pretrain")
         model_settings = pretrain.get("model") or {}
         train_settings = {**(pretrain.get("training") or {}), "progress": rank == 0}
         logger.info("rank %d of %d: %d warm users, %d items", rank, world, len(data.warm_users), data.n_items)

@@ -109,7 +109,7 @@ def test_split_is_deterministic_and_seeded(taobao_clean):
 
 def test_simulated_cold_users_when_none_is_naturally_cold():
     rng = np.random.default_rng(0)
-    n_users, per_user, n_items = 50, 25, 400  # like ML-1M: everybody has >= 20 ratings
+    n_users, per_user, n_items = 50, 25, 409  # like ML-1M: everybody has >= 20 ratings
     users = np.repeat(np.arange(1, n_users + 1), per_user)
     items = np.concatenate([rng.choice(np.arange(1, n_items + 1), per_user, replace=False) for _ in range(n_users)])
     ts = np.tile(np.arange(per_user), n_users)

@@ -37,10 +37,10 @@ def one_torch_thread():
 
 def make_chain_dataset(
     *,
-    n_warm: int = 300,
+    n_warm: int = 257,
     n_cold_tune: int = 30,
     n_cold_test: int = 30,
-    n_items: int = 300,
+    n_items: int = 452,
     n_behaviors: int = 2,
     warm_len: tuple[int, int] = (12, 40),
     cold_len: tuple[int, int] = (2, 9),
@@ -49,7 +49,11 @@ def make_chain_dataset(
     n_negatives: int = 99,
     seed: int = 0,
 ) -> SequenceDataset:
-    """A chain-walk dataset; the last behavior code is the target behavior (like buy)."""
+    """A chain-walk dataset; the last behavior code is the target behavior (like buy).
+
+    The defaults give 317 users (257 warm) and 452 items: counts that differ and are no multiples of each other, so
+    an array sized or indexed by users where items are meant (or the reverse) breaks a shape or an index.  Callers
+    that choose their own sizes keep them apart the same way."""
     rng = np.random.default_rng(seed)
     n_users = n_warm + n_cold_tune + n_cold_test
     target = n_behaviors

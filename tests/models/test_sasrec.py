@@ -135,7 +135,7 @@ def test_weights_survive_a_tensors_only_save_and_load():
 
 
 def test_popularity_counts_only_warm_training_prefixes():
-    data = make_chain_dataset(n_warm=40, n_cold_tune=5, n_cold_test=5, n_items=150, seed=4)
+    data = make_chain_dataset(n_warm=40, n_cold_tune=5, n_cold_test=5, n_items=157, seed=4)  # 50 users, 157 items
     pop = PopularityModel(data.n_items).fit(data)
     # Reference: a plain loop over warm users and their training events.
     target_counts = np.zeros(data.n_items + 1)

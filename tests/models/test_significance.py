@@ -190,7 +190,7 @@ def test_fewshot_all_targets_every_target_after_the_first(mode):
     from bench.tuning import fewshot_all_targets
     from tests.models.synthetic import make_chain_dataset
 
-    data = make_chain_dataset(n_warm=20, n_cold_tune=5, n_cold_test=25, n_items=200, n_negatives=20, seed=3)
+    data = make_chain_dataset(n_warm=20, n_cold_tune=5, n_cold_test=25, n_items=211, n_negatives=20, seed=3)
     data.meta["history_items"] = mode
     ts = fewshot_all_targets(data, seed=0)
     is_target = np.isin(data.behaviors, data.target_behaviors)

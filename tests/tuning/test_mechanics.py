@@ -6,9 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from components.data.clean import CleanConfig, clean_interactions
-from components.data.readers import read_dataset
-from components.data.split import SplitConfig, build_sequences
+from components.data.prepare import sequences_from_config
 from components.models.ebm import EBM, EBMConfig
 from components.models.pomrec import MultiInterest, PoMRec, PoMRecConfig
 from components.models.sasrec import SASRec, SASRecConfig
@@ -83,9 +81,10 @@ def test_pomrec_standalone_states_move_with_history_and_sit_in_item_space():
 # ---- real data without profiles: the Taobao head ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def taobao(shared_datasets):
-    raw = read_dataset("taobao", shared_datasets / "taobao_userbehavior_head")
-    clean = clean_interactions(raw.interactions, CleanConfig(min_user_events=5, min_item_events=3))
-    data = build_sequences(clean, raw.profiles, SplitConfig(target_behaviors=["buy"], cold_threshold=3, seed=0))
+    data = sequences_from_config({
+        "parameters": {"dataset": "taobao", "raw_path": str(shared_datasets / "taobao_userbehavior_head"), "seed": 0},
+        "steps": {"clean": {"parameters": {"rules": {"min_user_events": 5, "min_item_events": 3}}},
+                  "split": {"parameters": {"settings": {"target_behaviors": ["buy"], "cold_threshold": 3}}}}})
     cfg = SASRecConfig(n_items=data.n_items, n_behaviors=data.n_behaviors, max_len=30, hidden=16, n_layers=1, seed=0)
     base = TrainedModel("sasrec", cfg.to_dict(), {k: v.clone() for k, v in SASRec(cfg).state_dict().items()})
     return data, base

@@ -16,8 +16,8 @@ import pytest
 import torch
 import yaml
 
+from components.data.prepare import sequences_from_config, step_parameters
 from components.training import evaluate
-from components.training.ddp import build_data
 from components.training.pretrain import pretrain_model
 from components.models.tuned.methods import FROZEN_BASE, METHODS
 from components.tuning.tune import tune_model
@@ -51,7 +51,8 @@ def cold_start():
     if not (ML1M / "ml-1m.inter").exists():
         pytest.fail(f"MovieLens-1M not found at {ML1M}: run `make data` (make test does)")
     cfg = _config("ppr_light")
-    data, pretrain = build_data(cfg, str(ML1M), seed=0)
+    data = sequences_from_config(cfg, raw_path=ML1M, seed=0)
+    pretrain = step_parameters(cfg, "pretrain")
     training = {**pretrain["training"], "epochs": PRETRAIN_EPOCHS, "progress": False, "valid_protocols": ["sampled"]}
     base = pretrain_model(data, pretrain["model"], training, seed=0)
     return data, base
