@@ -37,7 +37,7 @@ data: data/ml-1m/ml-1m.inter
 
 run: setup data
 	$(BIN)/zenml pipeline run pipelines.training.training_pipeline -c $(CONFIG)
-	@$(BIN)/python -m components.tracking.summary --tracking-uri $(TRACKING_URI) --dataset $(DATASET)
+	@$(BIN)/python -m components.registry.summary --tracking-uri $(TRACKING_URI) --dataset $(DATASET)
 
 test: install data
 	$(BIN)/python -m pytest -q

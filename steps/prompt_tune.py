@@ -10,6 +10,7 @@ from zenml.config.cache_policy import CachePolicy
 import components.tuning.tune as tune
 from components.data.sequences import SequenceDataset
 from components.models.trained import TrainedModel
+from components.registry import store, versions
 from components.tracking import mlflow_log
 from steps._common import TRACKER, cache_on_code
 
@@ -35,7 +36,7 @@ def prompt_tune(
         mlflow_log.log_metrics(metrics, step=epoch, prefix="epoch/")
 
     tuned = tune.tune_model(pretrained_model, sequences, tuning, settings, training, seed=seed, on_epoch_end=log_epoch)
-    reference = tune.finetune_reference(tuning, digest, pretrained_model.architecture)
+    reference = store.finetune_reference(tuning, digest, pretrained_model.architecture)
     efficiency = tune.efficiency(tuned, reference)
     mlflow_log.log_metrics(efficiency)
     mlflow_log.log_dict({**efficiency, "finetune_reference_run": reference and reference["run_id"],
@@ -54,7 +55,7 @@ def _fresh_every_run() -> str:
 def load_base(sequences: SequenceDataset, base: dict) -> Annotated[TrainedModel, "pretrained_model"]:
     """The registered pre-trained version ``base`` names (``{name, version}``; no version: the champion), so
     tuning can run again without pre-training again."""
-    model = tune.base_from_registry(base["name"], base.get("version"), sequences)
+    model = tune.base_to_tune(versions.load_version(base["name"], base.get("version")), sequences)
     mlflow_log.log_params({"base_model": model.info["registry"]["name"],
                            "base_version": model.info["registry"]["version"]})
     return model

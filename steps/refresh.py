@@ -14,6 +14,7 @@ import components.training.refresh as refresh
 from components.data.clean import CleanResult
 from components.data.sequences import SequenceDataset
 from components.models.trained import TrainedModel
+from components.registry import names, versions
 from components.tracking import mlflow_log
 from steps._common import TRACKER, cache_on_code
 
@@ -31,7 +32,7 @@ def align_vocab(clean_interactions: CleanResult, dataset: str) -> tuple[
 ]:
     """Map the cleaned fresh data onto the current champion's item and behavior vocabulary, dropping what it does
     not know; fails if there is no champion yet (run the training pipeline first)."""
-    base = refresh.load_champion_base(f"mbprompt-{dataset}")  # the name components.serving.registry uses
+    base = versions.load_version(names.model_name(dataset))  # no version named: the champion
     aligned, report = refresh.align_to_vocab(clean_interactions, base.item_ids, base.behavior_names)
     mlflow_log.log_dict(report, "data/align_report.json")
     mlflow_log.log_params({"base_version": base.version})
@@ -49,7 +50,7 @@ def retune_head(
     """Load the champion's base (the version ``align_vocab`` aligned to) and re-tune its head on the fresh warm
     users; every other weight is verified unchanged."""
     mlflow_log.log_params({"training": training or {}, "seed": seed, "base_version": champion_base["version"]})
-    base = refresh.load_champion_base(champion_base["name"], version=champion_base["version"])
+    base = versions.load_version(champion_base["name"], champion_base["version"])
 
     def log_epoch(epoch: int, metrics: dict) -> None:
         mlflow_log.log_metrics(metrics, step=epoch, prefix="epoch/")

@@ -5,7 +5,7 @@ from zenml import log_metadata, step
 from components.data.sequences import SequenceDataset
 from components.metrics.report import EvaluationReport
 from components.models.trained import TrainedModel
-from components.serving.registry import register_recommender
+from components.registry.register import register_recommender
 from steps._common import TRACKER, cache_on_code
 
 

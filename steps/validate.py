@@ -5,7 +5,8 @@ from zenml import log_metadata, save_artifact, step
 
 import components.data.drift as data_drift
 import components.data.validation as validation
-from components.data.datasets import validation_config
+from components.data import prepare
+from components.registry import names, store
 from components.tracking import mlflow_log
 from steps._common import TRACKER, cache_on_code
 
@@ -27,9 +28,8 @@ def validate(
     data (REGISTER stores the profile with the model) and, with ``drift.mode`` warn or fail, compare it with
     the current champion's training data profile.  A cached run of this step replays an earlier verdict: configs
     that turn the gate on set ``enable_cache: false`` on it (configs/training.k8s.yaml)."""
-    cfg = validation_config(dataset, rules, mapping)
     gate = data_drift.DriftConfig.from_dict(drift, where="steps.validate.parameters.drift")
-    report = validation.validate_interactions(interactions, profiles, cfg, source=raw_path)
+    report = prepare.validate(interactions, profiles, dataset, raw_path, mapping=mapping, rules=rules)
     mlflow_log.log_dict(report.to_json(), "data/validation.json")
     mlflow_log.log_text(report.to_markdown(), "data/validation.md")
     if not report.success:
@@ -38,7 +38,8 @@ def validate(
         report.raise_for_failure()
 
     profile = data_drift.profile_data(interactions, sketch_k=gate.sketch_k, source=raw_path)
-    decision = data_drift.drift_gate(gate, profile, f"mbprompt-{dataset}", current_source=raw_path)
+    champion_profile = store.champion_profile(names.model_name(dataset)) if gate.compares else None
+    decision = data_drift.drift_gate(gate, profile, champion_profile, current_source=raw_path)
     if decision.report is not None:
         mlflow_log.log_dict(decision.report.to_json(), "data/drift.json")
         mlflow_log.log_text(decision.report.to_markdown(), "data/drift.md")

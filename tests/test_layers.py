@@ -3,7 +3,9 @@
 - no import cycle among the project's modules, imports inside functions included;
 - ``components/`` imports no ZenML, at any depth of any file;
 - ``components/`` packages import only downwards: settings and tracking (no project imports) < data < metrics <
-  models < training < tuning < serving.  A model imports nothing of training, a trainer nothing of tuning.
+  models < training < tuning < serving and registry.  A model imports nothing of training, a trainer nothing of
+  tuning;
+- only the registry gateway (``components.registry``) talks to MLflow's model registry.
 """
 
 from __future__ import annotations
@@ -14,13 +16,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("components", "steps", "pipelines", "materializers", "infra", "bench")
 #: components' packages from the bottom up; a package may import its own and lower layers only.
-LAYERS = (("settings", "tracking"), ("data",), ("metrics",), ("models",), ("training",), ("tuning",), ("serving",))
-#: Upward imports still to remove, each with the reason (issue 12: one gateway to the MLflow registry).  The test
-#: fails when one disappears without leaving this list, or when a new one appears.
-KNOWN_UPWARD = {
-    ("components.training.refresh", "components.serving.registry"):
-        "load_champion_base reads the champion alias; it moves to the registry gateway",
-}
+#: The registry gateway sits beside serving, on top: it registers serving bundles (serving.recommender) and builds
+#: the versions training and tuning start from, and the served pyfunc fetches a frozen base through it.
+LAYERS = (("settings", "tracking"), ("data",), ("metrics",), ("models",), ("training",), ("tuning",),
+          ("serving", "registry"))
+#: Upward imports still to remove, each with the reason.  The test fails when one disappears without leaving this
+#: list, or when a new one appears.
+KNOWN_UPWARD: dict[tuple[str, str], str] = {}
+#: MLflow model-registry calls (client methods, ``log_model``'s registering argument) and registry URIs.
+REGISTRY_CALLS = frozenset({
+    "get_model_version", "get_model_version_by_alias", "get_model_version_download_uri", "search_model_versions",
+    "search_registered_models", "get_registered_model", "create_registered_model", "create_model_version",
+    "set_model_version_tag", "set_registered_model_alias", "delete_registered_model_alias", "register_model",
+    "transition_model_version_stage", "registered_model_name"})
 
 
 def _modules() -> dict[str, Path]:
@@ -145,3 +153,37 @@ def test_components_import_only_downwards():
     assert set(upward) == set(KNOWN_UPWARD), {k: v for k, v in upward.items() if k not in KNOWN_UPWARD}
     models = {m: d for m, d in _graph().items() if m.startswith("components.models")}
     assert not any(dep.startswith(("components.training", "components.tuning")) for d in models.values() for dep in d)
+
+
+def _registry_uses(path: Path) -> list[str]:
+    """Registry calls in a file: attributes and keyword arguments named in REGISTRY_CALLS, ``models:/`` URIs in
+    code (docstrings and comments aside)."""
+    tree = ast.parse(path.read_text(), str(path))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in REGISTRY_CALLS:
+            found.append(node.attr)
+        elif isinstance(node, ast.keyword) and node.arg in REGISTRY_CALLS:
+            found.append(f"{node.arg}=")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "models:/" in node.value \
+                and id(node) not in docstrings:
+            found.append("models:/")
+    return sorted(set(found))
+
+
+def test_only_the_registry_gateway_talks_to_the_model_registry(tmp_path):
+    offenders = {name: uses for name, path in _modules().items()
+                 if name.startswith("components.") and not name.startswith("components.registry")
+                 and (uses := _registry_uses(path))}
+    assert offenders == {}
+    gateway = {name for name, path in _modules().items() if name.startswith("components.registry.")
+               and _registry_uses(path)}
+    assert {"components.registry.store", "components.registry.register"} <= gateway
+    # the check itself finds a call, a keyword and a URI, and skips a docstring
+    src = tmp_path / "m.py"
+    src.write_text('"""see models:/x/1"""\nc.get_model_version("m", "1")\nlog(registered_model_name="m")\n'
+                   'u = f"models:/{n}/1"\n')
+    assert _registry_uses(src) == ["get_model_version", "models:/", "registered_model_name="]

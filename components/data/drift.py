@@ -7,10 +7,12 @@ train and maybe promote a model on it.  VALIDATE therefore
 1. computes :func:`profile_data` of the canonical interactions it validates (the same table CLEAN then cleans;
    VALIDATE is the first step that has it, and profiling the table before cleaning keeps both sides of every
    comparison the same kind of data: the champion's profile was taken at the same point of its own run);
-2. hands the profile on to REGISTER, which stores it with every registered version (artifact
-   :data:`PROFILE_ARTIFACT` of the version's MLflow run, and the version tag ``data_profile`` pointing at it);
-3. with ``drift.mode`` ``warn`` or ``fail``, fetches the current champion's profile (:func:`champion_profile`)
-   and runs :func:`compare_profiles`: each check states its reference value, current value, change, threshold
+2. hands the profile on to REGISTER, which stores it with every registered version (artifact ``data/profile.json``
+   of the version's MLflow run, and the version tag ``data_profile`` pointing at it; the registry gateway
+   ``components.registry`` keeps both);
+3. with ``drift.mode`` ``warn`` or ``fail``, gets the current champion's profile from the registry gateway
+   (``components.registry.store.champion_profile``) and runs :func:`drift_gate`, which runs
+   :func:`compare_profiles`: each check states its reference value, current value, change, threshold
    and verdict.  ``fail`` stops the run before anything is trained or registered; ``warn`` logs the report and
    goes on.  Without a champion (first run) or with a champion registered before profiles existed, the gate
    passes and says so.
@@ -35,7 +37,7 @@ standard error of the distinct share is about sqrt(p(1-p)/k) (under 0.008 for k 
 answer membership for every item, but its size grows with the item count and it cannot say how many items a
 sample covers; a plain id list when small is exactly what the sketch degenerates to.
 
-Nothing here imports ZenML; MLflow is imported only by :func:`champion_profile`.
+Nothing here imports ZenML or MLflow.
 """
 
 from __future__ import annotations
@@ -57,10 +59,6 @@ from components.data.schema import BEHAVIOR, ITEM, TIMESTAMP, USER
 logger = logging.getLogger(__name__)
 
 PROFILE_VERSION = 1
-#: Where REGISTER stores the training data profile in the registered version's MLflow run.
-PROFILE_ARTIFACT = "data/profile.json"
-#: Model version tag that points at :data:`PROFILE_ARTIFACT`.
-PROFILE_TAG = "data_profile"
 #: Default size of the bottom-k item sketch.
 SKETCH_K = 4096
 MODES = ("off", "warn", "fail")
@@ -102,6 +100,11 @@ class DriftConfig:
             raise ValueError(f"drift.mode must be one of {list(MODES)}, got {self.mode!r}")
         if self.sketch_k < 1:
             raise ValueError(f"drift.sketch_k must be >= 1, got {self.sketch_k}")
+
+    @property
+    def compares(self) -> bool:
+        """Whether the gate compares data (mode warn or fail): only then does it need the champion's profile."""
+        return self.mode != "off"
 
     @classmethod
     def from_dict(cls, values: dict | None, *, where: str = "steps.validate.parameters.drift") -> "DriftConfig":
@@ -315,39 +318,6 @@ def compare_profiles(reference: dict, current: dict, thresholds: DriftThresholds
 
 
 # --------------------------------------------------------------------------------------------------------------
-# the champion's profile
-
-
-def champion_profile(model_name: str, tracking_uri: str | None = None, *, alias: str = "champion") -> dict | None:
-    """The training data profile stored with the version ``alias`` points at, or ``None`` when there is no such
-    version or it was registered without a profile.  The returned dict gains ``registered_as`` (name, version,
-    run id)."""
-    import tempfile
-
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient(tracking_uri)
-    try:
-        version = client.get_model_version_by_alias(model_name, alias)
-    except MlflowException:
-        logger.info("drift gate: %s has no %r version yet", model_name, alias)
-        return None
-    path = version.tags.get(PROFILE_TAG)
-    if not path:
-        logger.info("drift gate: %s v%s (%s) was registered without a data profile", model_name, version.version,
-                    alias)
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        local = client.download_artifacts(version.run_id, path, tmp)
-        with open(local) as f:
-            profile = json.load(f)
-    profile["registered_as"] = {"name": model_name, "version": str(version.version), "run_id": version.run_id,
-                                "alias": alias}
-    return profile
-
-
-# --------------------------------------------------------------------------------------------------------------
 # the gate
 
 
@@ -379,18 +349,22 @@ class DriftDecision:
         return out
 
 
-def drift_gate(gate: DriftConfig, profile: dict, model_name: str, *, current_source: str = "",
-               tracking_uri: str | None = None) -> DriftDecision:
-    """Compare ``profile`` with the training data profile of ``model_name``'s champion under ``gate``: mode off
-    checks nothing; no champion profile (a first run) passes; otherwise the comparison decides.  Logs the outcome;
-    raising is the caller's (``DriftDecision.blocks``), so it can first keep the report."""
-    if gate.mode == "off":
+def drift_gate(gate: DriftConfig, profile: dict, reference: dict | None, *,
+               current_source: str = "") -> DriftDecision:
+    """Compare ``profile`` with ``reference``, the champion's training data profile as the registry gateway
+    returns it (``components.registry.store.champion_profile``: with ``registered_as``), under ``gate``: mode off
+    checks nothing; no reference (a first run, or a champion registered without a profile) passes; otherwise the
+    comparison decides.  Logs the outcome; raising is the caller's (``DriftDecision.blocks``), so it can first
+    keep the report."""
+    if not gate.compares:
         return DriftDecision(mode="off", passed=True, reference="none (gate off)")
-    reference = champion_profile(model_name, tracking_uri)
     if reference is None:
-        logger.info("drift gate (%s): no champion profile for %s to compare with: passed", gate.mode, model_name)
+        logger.info("drift gate (%s): no champion profile to compare with: passed", gate.mode)
         return DriftDecision(mode=gate.mode, passed=True, reference="none (first run)")
-    ref = reference["registered_as"]
+    ref = reference.get("registered_as")
+    if ref is None:
+        raise ValueError("drift gate: the reference profile does not name the version it belongs to "
+                         "('registered_as'); pass the one components.registry.store.champion_profile returns")
     report = compare_profiles(reference, profile, gate.thresholds, current_source=current_source,
                               reference_source=f"{ref['name']} v{ref['version']} ({ref['alias']})")
     if report.passed:

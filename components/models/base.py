@@ -228,6 +228,11 @@ class NextItemEncoder(Recommender):
         """How many layers ``run_stack`` runs (how many times it calls ``layer_hook``)."""
         raise NotImplementedError
 
+    def head_modules(self) -> list[str]:
+        """Names of the modules the daily refresh re-tunes (``components.training.refresh``): the last layer of
+        the stack and the final norm, e.g. ``["blocks.1", "ln_f"]`` for a 2-block SASRec."""
+        raise NotImplementedError(f"{type(self).__name__} has no head to re-tune (no stack of layers and final norm)")
+
     # ---- scoring ------------------------------------------------------------------------------------------------
     def user_state(self, items: Tensor, behaviors: Tensor) -> Tensor:
         """[B, N] histories -> [B, d]: the state after the most recent event (the last column, by left padding)."""

@@ -144,6 +144,11 @@ class EBM(NextItemEncoder):
     def n_stack_layers(self) -> int:
         return len(self.layers)
 
+    def head_modules(self) -> list[str]:
+        if not self.layers:
+            return super().head_modules()
+        return [f"layers.{len(self.layers) - 1}", "ln_f"]
+
     def run_stack(self, x: Tensor, valid: Tensor, behaviors: Tensor,
                   layer_hook: Callable[[int, Tensor], Tensor] | None = None,
                   tokens: Tensor | None = None) -> Tensor:

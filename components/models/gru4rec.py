@@ -72,6 +72,9 @@ class GRU4Rec(NextItemEncoder):
     def n_stack_layers(self) -> int:
         return self.config.n_layers
 
+    def head_modules(self) -> list[str]:
+        return [f"grus.{len(self.grus) - 1}", "norm"]
+
     def run_stack(self, x: Tensor, valid: Tensor, behaviors: Tensor,
                   layer_hook: Callable[[int, Tensor], Tensor] | None = None,
                   tokens: Tensor | None = None) -> Tensor:

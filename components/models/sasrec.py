@@ -111,6 +111,11 @@ class SASRec(NextItemEncoder):
     def n_stack_layers(self) -> int:
         return len(self.blocks)
 
+    def head_modules(self) -> list[str]:
+        if not self.blocks:
+            return super().head_modules()
+        return [f"blocks.{len(self.blocks) - 1}", "ln_f"]
+
     def run_stack(self, x: Tensor, valid: Tensor, behaviors: Tensor,
                   layer_hook: Callable[[int, Tensor], Tensor] | None = None,
                   tokens: Tensor | None = None) -> Tensor:

@@ -19,7 +19,7 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-from components.serving.base_weights import fetch_base_weights
+from components.registry.store import fetch_base_weights
 from components.serving.recommender import Recommender
 
 

@@ -1,9 +1,10 @@
 """The daily refresh: re-tune a small head of the champion's pre-trained encoder on fresh data.
 
 The daily pipeline's default (``tuning: none``; with a prompt-tuning method it runs components/tuning on the
-champion's frozen base instead).  This module does the cheapest useful re-tune: it loads the champion's trained encoder (SASRec or EBM; END4Rec builds on
-EBM) from the MLflow registry, **freezes every parameter except a small "head"** and trains only that head, with
-the same trainer as pre-training, on the fresh data's warm users for a few epochs.
+champion's frozen base instead).  This module does the cheapest useful re-tune: it takes the champion's trained
+encoder (SASRec or EBM; END4Rec builds on EBM), as the registry gateway loads it
+(``components.registry.versions.load_version``), **freezes every parameter except a small "head"** and trains
+only that head, with the same trainer as pre-training, on the fresh data's warm users for a few epochs.
 
 The head (:func:`head_parameter_names`) is the **last block of the encoder stack plus the final LayerNorm**:
 ``blocks[-1]`` and ``ln_f`` in SASRec, ``layers[-1]`` and ``ln_f`` in EBM / END4Rec.  Those are the modules every
@@ -19,17 +20,14 @@ events on items (or behaviors) the champion does not know** (the served model sk
 ``components/serving/recommender.py``) and reports how many were dropped.  New items therefore reach the model
 only through the weekly full training run.
 
-Nothing here imports ZenML; MLflow is imported only by :func:`load_champion_base`.
+Nothing here imports ZenML or MLflow.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -40,8 +38,8 @@ from torch import nn
 from components.data.clean import CleanResult
 from components.data.schema import BEHAVIOR, ITEM, USER, check_canonical
 from components.data.sequences import SequenceDataset
-from components.models.registry import build_model
-from components.models.trained import TrainedModel, from_stored
+from components.models.base import NextItemEncoder
+from components.models.trained import TrainedModel
 from components.settings import from_dict
 from components.training.evaluation import resolve_device
 from components.training.trainer import TrainConfig, train
@@ -52,76 +50,41 @@ logger = logging.getLogger(__name__)
 BASE_VERSION_TAG = "base_version"
 
 
-class NoChampionError(RuntimeError):
-    """There is no champion to refresh."""
-
-
 @dataclass
 class ChampionBase:
-    """A registered version's trained model as data, with its vocabularies (what ``write_bundle`` stored)."""
+    """A registered version as data: its trained model, the vocabularies it was registered with (what
+    ``components.serving.recommender.write_bundle`` stored) and where it is registered.  The registry gateway
+    builds it (``components.registry.versions.load_version``); the refresh and prompt tuning start from it."""
 
     name: str
     version: str
     run_id: str
-    architecture: str
-    config: dict
-    state_dict: dict[str, torch.Tensor]
+    model: TrainedModel
     behavior_names: list[str]
     target_behaviors: list[str]
     item_ids: list[str]  # original id of each contiguous id; index 0 = padding ("")
     tags: dict = field(default_factory=dict)
-    method: str | None = None  # the tuning method of a tuned version (None: a pre-trained one)
 
-    def build(self) -> nn.Module:
-        model = build_model(self.architecture, self.config, self.method)
-        model.load_state_dict(self.state_dict)
-        return model
+    @property
+    def architecture(self) -> str:
+        return self.model.architecture
+
+    @property
+    def method(self) -> str | None:
+        """The tuning method of a tuned version (None: a pre-trained one)."""
+        return self.model.method
+
+    @property
+    def config(self) -> dict:
+        return self.model.config
+
+    @property
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.model.state_dict
 
     def describe(self) -> dict:
         return {"name": self.name, "version": self.version, "run_id": self.run_id, "architecture": self.architecture,
                 "n_items": len(self.item_ids) - 1, "behavior_names": list(self.behavior_names)}
-
-
-def load_champion_base(model_name: str, version: str | None = None, tracking_uri: str | None = None) -> ChampionBase:
-    """The champion's (or the given version's) weights, config and vocabularies from the MLflow registry.
-
-    Reads the files ``components.serving.registry.register_recommender`` stored with the version (through
-    ``components.serving.recommender.write_bundle``): ``weights.safetensors``, ``model.json``, ``items.json``."""
-    import mlflow
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-    from safetensors.torch import load_file
-
-    from components.serving.registry import CHAMPION
-
-    client = MlflowClient(tracking_uri)
-    if version is None:
-        try:
-            version = str(client.get_model_version_by_alias(model_name, CHAMPION).version)
-        except MlflowException as err:
-            raise NoChampionError(
-                f"{model_name} has no {CHAMPION!r} version to refresh: run the training pipeline first "
-                f"(pipelines.training.training_pipeline), then the prompt refresh") from err
-    mv = client.get_model_version(model_name, str(version))
-    with tempfile.TemporaryDirectory() as tmp:
-        # The version's storage location (not a models:/ URI, which would resolve against the global registry URI).
-        location = client.get_model_version_download_uri(model_name, str(version))
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=tmp,
-                                                         tracking_uri=tracking_uri or mlflow.get_tracking_uri()))
-        files = {p.name: p for p in local.rglob("*") if p.name in ("weights.safetensors", "model.json", "items.json")}
-        missing = {"weights.safetensors", "model.json", "items.json"} - set(files)
-        if missing:
-            raise FileNotFoundError(f"{model_name} v{version} lacks {sorted(missing)}: not a registered recommender")
-        meta = json.loads(files["model.json"].read_text())
-        item_ids = json.loads(files["items.json"].read_text())
-        state = {k: v.clone() for k, v in load_file(str(files["weights.safetensors"])).items()}
-    architecture, method = from_stored(meta["architecture"], meta["config"], meta.get("method"))
-    base = ChampionBase(name=model_name, version=str(version), run_id=mv.run_id, architecture=architecture,
-                        method=method, config=meta["config"], state_dict=state, behavior_names=list(meta["behavior_names"]),
-                        target_behaviors=list(meta["target_behaviors"]), item_ids=[str(x) for x in item_ids],
-                        tags=dict(mv.tags))
-    logger.info("loaded %s v%s (%s, %d items)", model_name, version, base.architecture, len(item_ids) - 1)
-    return base
 
 
 # ---- vocabulary ---------------------------------------------------------------------------------------------------
@@ -177,13 +140,14 @@ def align_to_vocab(clean: CleanResult, item_ids: list[str], behavior_names: list
 
 # ---- the head -----------------------------------------------------------------------------------------------------
 def head_modules(model: nn.Module) -> list[str]:
-    """The head: the last module of the encoder stack (``blocks`` or ``layers``) and the final LayerNorm ``ln_f``,
-    e.g. ``["blocks.1", "ln_f"]`` for a 2-block SASRec.  Raises for an encoder without them."""
-    stack = next((name for name in ("blocks", "layers")
-                  if isinstance(getattr(model, name, None), nn.ModuleList) and len(getattr(model, name)) > 0), None)
-    if stack is None or not isinstance(getattr(model, "ln_f", None), nn.LayerNorm):
-        raise ValueError(f"{type(model).__name__}: no encoder stack ('blocks'/'layers') and 'ln_f' to re-tune")
-    return [f"{stack}.{len(getattr(model, stack)) - 1}", "ln_f"]
+    """The head: the last layer of the encoder stack and its final norm (``NextItemEncoder.head_modules``), e.g.
+    ``["blocks.1", "ln_f"]`` for a 2-block SASRec.  Raises ``ValueError`` for a model without one."""
+    if not isinstance(model, NextItemEncoder):
+        raise ValueError(f"{type(model).__name__}: the refresh re-tunes an encoder's head; this is no encoder")
+    try:
+        return model.head_modules()
+    except NotImplementedError as e:
+        raise ValueError(str(e)) from None
 
 
 def head_parameter_names(model: nn.Module) -> list[str]:
@@ -236,7 +200,7 @@ def refresh_model(base: ChampionBase, data: SequenceDataset, train_settings: dic
                   on_epoch_end: Callable[[int, dict], None] | None = None) -> TrainedModel:
     """The champion's base with its head re-tuned on ``data``, as a TrainedModel whose ``info["registry_tags"]``
     names the base version (REGISTER sets them as the new version's tags)."""
-    model, report = retune_head(base.build(), data, train_settings, seed, on_epoch_end=on_epoch_end)
+    model, report = retune_head(base.model.build(), data, train_settings, seed, on_epoch_end=on_epoch_end)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return TrainedModel(
         architecture=base.architecture, config=dict(base.config), state_dict=state,
@@ -252,5 +216,5 @@ def refresh_model(base: ChampionBase, data: SequenceDataset, train_settings: dic
     )
 
 
-__all__ = ["BASE_VERSION_TAG", "ChampionBase", "NoChampionError", "align_to_vocab", "head_parameter_names",
-           "head_modules", "load_champion_base", "refresh_model", "retune_head"]
+__all__ = ["BASE_VERSION_TAG", "ChampionBase", "align_to_vocab", "head_parameter_names", "head_modules",
+           "refresh_model", "retune_head"]

@@ -29,6 +29,7 @@ from components.models.tuned.profiles import select_fields
 from components.settings import from_dict
 from components.training.batches import training_users
 from components.training.evaluation import resolve_device
+from components.training.refresh import ChampionBase
 from components.training.trainer import TrainConfig, train
 
 logger = logging.getLogger(__name__)
@@ -133,33 +134,31 @@ def data_digest(data: SequenceDataset) -> str:
     return h.hexdigest()[:16]
 
 
-def base_from_registry(name: str, version: str | None, data: SequenceDataset) -> TrainedModel:
-    """A registered pre-trained version (``version`` None: the champion) as the base to tune, checked against the
-    data's item and behavior vocabularies (the model scores its own contiguous ids)."""
-    from components.training.refresh import load_champion_base
-
-    base = load_champion_base(name, version=None if version is None else str(version))
+def base_to_tune(base: ChampionBase, data: SequenceDataset) -> TrainedModel:
+    """A registered pre-trained version (loaded by the registry gateway, ``components.registry.versions``) as the
+    base to tune, checked against the data's item and behavior vocabularies (the model scores its own contiguous
+    ids).  Its ``info["registry"]`` names the version, so registering the tuned model reuses it."""
     if base.method is not None:
-        raise ValueError(f"{name} v{base.version} is a tuned model ({base.method} over {base.architecture}); name a "
-                         "pre-trained version")
+        raise ValueError(f"{base.name} v{base.version} is a tuned model ({base.method} over {base.architecture}); "
+                         "name a pre-trained version")
     data_items = [str(x) for x in data.item_ids.tolist()]
     if base.item_ids != data_items:
-        raise ValueError(f"{name} v{base.version} was trained on another item vocabulary ({len(base.item_ids) - 1} "
-                         f"items) than this run's data ({data.n_items}); tune on the data it was trained on, or "
-                         "re-run the training pipeline")
+        raise ValueError(f"{base.name} v{base.version} was trained on another item vocabulary "
+                         f"({len(base.item_ids) - 1} items) than this run's data ({data.n_items}); tune on the data "
+                         "it was trained on, or re-run the training pipeline")
     if list(base.behavior_names) != list(data.behavior_names):
-        raise ValueError(f"{name} v{base.version} knows behaviors {base.behavior_names}, the data "
+        raise ValueError(f"{base.name} v{base.version} knows behaviors {base.behavior_names}, the data "
                          f"{data.behavior_names}")
     return TrainedModel(architecture=base.architecture, config=dict(base.config), state_dict=base.state_dict,
-                        info={"registry": {"name": name, "version": base.version, "run_id": base.run_id}})
+                        info={"registry": {"name": base.name, "version": base.version, "run_id": base.run_id}})
 
 
 def efficiency(tuned: TrainedModel, reference: dict | None) -> dict:
     """The tuning run's efficiency figures: parameter counts and shares (of the model, of what fine-tuning tunes),
     wall time, time of the median epoch, and ``time_per_epoch_vs_finetune``: the median epoch's training time
     (validation excluded; early stopping makes epoch counts differ, an epoch's work does not) against the most
-    recent fine-tuning run of the same base on the same data (``reference``, see :func:`finetune_reference`; 1 for
-    fine-tuning itself, absent when there is none)."""
+    recent fine-tuning run of the same base on the same data (``reference``, found by the registry gateway:
+    ``components.registry.store.finetune_reference``; 1 for fine-tuning itself, absent when there is none)."""
     info = tuned.info
     figures = {k: info[k] for k in ("n_parameters", "n_tuned_parameters", "tuned_share", "n_finetune_parameters",
                                     "tuned_vs_finetune")}
@@ -169,14 +168,3 @@ def efficiency(tuned: TrainedModel, reference: dict | None) -> dict:
     elif reference is not None:
         figures["time_per_epoch_vs_finetune"] = info["seconds_per_epoch"] / reference["tune_seconds_per_epoch"]
     return figures
-
-
-def finetune_reference(method: str, data_digest_: str, base_architecture: str) -> dict | None:
-    """The latest MLflow run that fine-tuned the same base architecture on the same data (its
-    ``tune_seconds_per_epoch`` and ``run_id``), for a method other than fine-tuning; None otherwise."""
-    from components.tracking import mlflow_log
-
-    if method == "finetune":
-        return None
-    return mlflow_log.latest_metrics_where({"tuning": "finetune", "data_digest": data_digest_,
-                                            "base_architecture": base_architecture}, ["tune_seconds_per_epoch"])

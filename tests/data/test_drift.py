@@ -117,18 +117,28 @@ def test_config_defaults_off_and_refuses_unknown_keys():
         DriftConfig.from_dict({"mode": "warn", "thresholds": {"behaviour_share": 0.1}})
 
 
-def test_the_gate_decides_off_first_run_and_blocks_only_in_fail_mode(tmp_path):
-    """The gate's decision without a pipeline: off checks nothing; a model with no champion (a first run) passes;
-    a comparison that moved blocks the run in ``fail`` mode only (tests/pipeline/test_drift_gate.py runs it
-    through the step against a real champion)."""
+def test_the_gate_decides_off_first_run_and_blocks_only_in_fail_mode():
+    """The gate's decision without a pipeline or MLflow: off checks nothing; no champion profile (a first run)
+    passes; a comparison that moved blocks the run in ``fail`` mode only (tests/pipeline/test_drift_gate.py runs
+    it through the step against a real champion, whose profile the registry gateway fetches)."""
     from components.data.drift import DriftConfig, DriftDecision, drift_gate
 
-    profile = {"events": 10}
-    off = drift_gate(DriftConfig.from_dict(None), profile, "mbprompt-none")
+    profile = {"events": 10, "users": 2, "items": 1, "behavior_share": {"click": 1.0}, "time_min": 0,
+               "time_max": 1_000_000, "item_sketch": {"k": 4, "exact": True, "hashes": [1], "events": [10]}}
+    assert not DriftConfig.from_dict(None).compares and DriftConfig.from_dict({"mode": "warn"}).compares
+    off = drift_gate(DriftConfig.from_dict(None), profile, None)
     assert (off.checked, off.passed, off.blocks) == (False, True, False)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    first = drift_gate(DriftConfig.from_dict({"mode": "fail"}), profile, "mbprompt-none", tracking_uri=uri)
+    first = drift_gate(DriftConfig.from_dict({"mode": "fail"}), profile, None)
     assert (first.checked, first.passed, first.blocks, first.reference) == (False, True, False, "none (first run)")
     assert first.metadata() == {"mode": "fail", "passed": True, "reference": "none (first run)"}
     assert DriftDecision("fail", passed=False, reference={}).blocks
     assert not DriftDecision("warn", passed=False, reference={}).blocks
+
+    registered_as = {"name": "mbprompt-x", "version": "3", "run_id": "r", "alias": "champion"}
+    champion = {**profile, "behavior_share": {"click": 0.5, "buy": 0.5}, "registered_as": registered_as}
+    for mode, blocks in (("warn", False), ("fail", True)):
+        moved = drift_gate(DriftConfig.from_dict({"mode": mode}), profile, champion, current_source="today")
+        assert (moved.checked, moved.passed, moved.blocks, moved.reference) == (True, False, blocks, registered_as)
+        assert moved.report.reference_source == "mbprompt-x v3 (champion)"
+    with pytest.raises(ValueError, match="registered_as"):
+        drift_gate(DriftConfig.from_dict({"mode": "fail"}), profile, profile)

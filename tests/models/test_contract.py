@@ -91,3 +91,21 @@ def test_batch_to_moves_every_tensor_and_keeps_the_absent_ones():
     moved = Batch(t, t, t, t.bool(), profiles=torch.zeros(2, 1, dtype=torch.long)).to("cpu")
     assert moved.negatives is None and moved.profiles is not None and moved.profiles.shape == (2, 1)
     assert np.array_equal(moved.items.numpy(), t.numpy())
+
+
+@pytest.mark.parametrize("name", [m for m in MODELS if not m.startswith("tuned-")])
+def test_the_refresh_head_names_real_modules_or_is_refused_clearly(name):
+    """The daily refresh re-tunes ``head_modules``: the last layer and final norm, which must exist and hold
+    parameters; an encoder without such a head (PoMRec) and a non-encoder (the repeat head) are refused."""
+    from components.training.refresh import head_modules, head_parameter_names
+
+    model = build(name)
+    if name in ("pomrec", "repeat"):
+        with pytest.raises(ValueError, match="head to re-tune|no encoder"):
+            head_modules(model)
+        return
+    names = head_modules(model)
+    modules = dict(model.named_modules())
+    assert len(names) == 2 and all(n in modules for n in names)
+    head = head_parameter_names(model)
+    assert head and len(head) < len(list(model.parameters()))

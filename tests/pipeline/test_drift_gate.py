@@ -12,7 +12,7 @@ import yaml
 from mlflow import MlflowClient
 from zenml.enums import ExecutionStatus
 
-from components.data.drift import champion_profile
+from components.registry.store import champion_profile
 from tests.pipeline.test_training_pipeline import MODEL, n_versions, run_pipeline, write_config
 
 pytestmark = pytest.mark.slow  # pipeline runs per drift mode

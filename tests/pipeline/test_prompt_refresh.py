@@ -15,7 +15,8 @@ import yaml
 from mlflow import MlflowClient
 from zenml.enums import ExecutionStatus
 
-from components.training.refresh import BASE_VERSION_TAG, NoChampionError, load_champion_base
+from components.registry.versions import NoChampionError, load_version
+from components.training.refresh import BASE_VERSION_TAG
 from tests.pipeline.test_training_pipeline import MODEL, n_versions, run_pipeline, write_config
 
 pytestmark = pytest.mark.slow  # training and refresh pipeline runs
@@ -75,7 +76,7 @@ def refreshed(zenml_env, taobao_head, fresh_data, tmp_path_factory):
 
 def test_refresh_without_a_champion_says_run_training_first(zenml_env):
     with pytest.raises(NoChampionError, match="run the training pipeline first"):
-        load_champion_base("mbprompt-nothing-here", tracking_uri=zenml_env["tracking_uri"])
+        load_version("mbprompt-nothing-here", tracking_uri=zenml_env["tracking_uri"])
 
 
 def test_refresh_registers_a_version_of_the_champion_base(refreshed, zenml_env):
@@ -90,8 +91,8 @@ def test_refresh_registers_a_version_of_the_champion_base(refreshed, zenml_env):
     assert align["items_unknown"] > 0 and align["rows_dropped_unknown_item"] > 2000, align
     assert align["model_items"] == run.steps["split"].outputs["sequences"][0].load().n_items
 
-    base = load_champion_base(MODEL, version=str(champion.version), tracking_uri=uri)
-    tuned = load_champion_base(MODEL, version=new_version, tracking_uri=uri)
+    base = load_version(MODEL, str(champion.version), tracking_uri=uri)
+    tuned = load_version(MODEL, new_version, tracking_uri=uri)
     assert tuned.item_ids == base.item_ids and tuned.config == base.config
     changed = {k for k in base.state_dict if not torch.equal(base.state_dict[k], tuned.state_dict[k])}
     assert changed and all(k.startswith(HEAD_PREFIXES) for k in changed), sorted(changed)

@@ -1,13 +1,13 @@
 """Register a trained recommender in MLflow's model registry and decide whether it becomes the champion.
 
-The version holds an MLflow pyfunc ("model from code": ``pyfunc_model.py`` plus our ``components`` package as
-code, weights/config/id map as artifacts; nothing pickled).  The alias ``champion`` moves to the new version only
-when its validation metric (the protocol is in the metric's name) beats the current champion's; otherwise the
-version is kept without the alias, and its tag ``champion_decision`` says why.
+The version holds an MLflow pyfunc ("model from code": ``components/serving/pyfunc_model.py`` plus our
+``components`` package as code, weights/config/id map as artifacts; nothing pickled).  The alias ``champion``
+moves to the new version only when ``components.registry.promotion.decide_promotion`` says so; otherwise the
+version is kept without the alias.  Its tag ``champion_decision`` says why either way.
 
 With a training data profile (components.data.drift), the version's run gets it as the artifact
 ``data/profile.json`` and the version the tag ``data_profile`` naming it: the drift gate of later runs compares
-their data with the champion's (``components.data.drift.champion_profile``).
+their data with the champion's (``components.registry.store.champion_profile``).
 
 Tags a model brings in ``info["registry_tags"]`` are set on its version too: the daily refresh
 (``components.training.refresh``) records the champion version it re-tuned as ``base_version``.
@@ -21,21 +21,21 @@ from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import ParamSchema, ParamSpec
 
-from components.data.drift import PROFILE_ARTIFACT, PROFILE_TAG
 from components.data.sequences import SequenceDataset
 from components.metrics.report import EvaluationReport, describe_protocol
 from components.models.trained import TrainedModel
-from components.serving import pyfunc_model
+from components.registry import store
+from components.registry.names import CHAMPION, DECISION_TAG, PROFILE_ARTIFACT, PROFILE_TAG, WEIGHTS_TAG, model_name
+from components.registry.promotion import Standing, decide_promotion
 from components.serving.recommender import weights_digest, write_bundle
 
 logger = logging.getLogger(__name__)
-CHAMPION = "champion"
-WEIGHTS_TAG = "weights_sha256"
 _COMPONENTS = Path(__file__).resolve().parents[1]
+#: The pyfunc MLflow stores with every version (read by path: importing it would run its ``set_model``).
+PYFUNC_MODEL = _COMPONENTS / "serving" / "pyfunc_model.py"
 
 
 def signature(history_items: str) -> ModelSignature:
@@ -56,50 +56,33 @@ def _requirements() -> list[str]:
             f"pandas=={pandas.__version__}", f"safetensors=={safetensors.__version__}", f"mlflow=={mlflow.__version__}"]
 
 
-def model_name(dataset: str, trained: TrainedModel) -> str:
-    """``mbprompt-<dataset>`` for pre-trained encoders, ``mbprompt-<dataset>-<method>`` for tuned models (each
-    tuning method has its own champion: their selection metrics are measured on different users)."""
-    return f"mbprompt-{dataset}-{trained.method}" if trained.is_tuned else f"mbprompt-{dataset}"
-
-
-def find_version_by_digest(name: str, digest: str) -> str | None:
-    """The registered version of ``name`` whose weights have this digest (tag ``weights_sha256``), if any."""
-    client = MlflowClient()
-    try:
-        versions = client.search_model_versions(f"name = '{name}'")
-    except MlflowException:
-        return None
-    for mv in sorted(versions, key=lambda v: int(v.version)):
-        if mv.tags.get(WEIGHTS_TAG) == digest:
-            return str(mv.version)
-    return None
-
-
 def register_recommender(trained: TrainedModel, data: SequenceDataset, report: EvaluationReport, dataset: str, *,
                          selection_metric: str = "valid_sampled99_ndcg_at_10", data_profile: dict | None = None,
                          base_model: TrainedModel | None = None, base_selection_metric: str | None = None) -> dict:
-    """Register ``trained``.  A tuned model needs ``base_model`` (the pre-trained model it was tuned from): the
-    base is registered first under ``mbprompt-<dataset>`` (or an already registered version with the same
-    weights is reused), and the tuned version records it (tags ``base_model``, ``base_version``).  When the
-    method kept the base frozen, the tuned version stores only its own modules and loads the base's weights from
-    the registry, so ten tuned variants share one copy of the base."""
+    """Register ``trained`` under ``model_name(dataset, trained.method)``.  A tuned model needs ``base_model``
+    (the pre-trained model it was tuned from): the base is registered first under ``mbprompt-<dataset>`` (or an
+    already registered version with the same weights is reused), and the tuned version records it (tags
+    ``base_model``, ``base_version``).  When the method kept the base frozen, the tuned version stores only its
+    own modules and loads the base's weights from the registry, so ten tuned variants share one copy of the
+    base."""
     if mlflow.active_run() is None:
         raise RuntimeError("register needs an active MLflow run (attach the MLflow experiment tracker to the step)")
-    name = model_name(dataset, trained)
+    name = model_name(dataset, trained.method)
     model_metrics = report.metrics[trained.name]
     if selection_metric not in model_metrics:
         raise KeyError(f"selection metric {selection_metric!r} not in the evaluation; have {sorted(model_metrics)}")
     new_value = float(model_metrics[selection_metric])
+    history_items = data.meta.get("history_items", "excluded")
     state, base_ref, extra_tags = trained.state_dict, None, {}
     if trained.is_tuned:
         if base_model is None:
             raise ValueError(f"registering {trained.name} needs the pre-trained base it was tuned from")
         base_state = {k[len("base."):]: v for k, v in state.items() if k.startswith("base.")}
         base_digest = weights_digest(base_model.state_dict)
-        base_name = model_name(dataset, base_model)
+        base_name = model_name(dataset, base_model.method)
         known = (base_model.info or {}).get("registry") or {}  # a base loaded from the registry names its version
         base_version = str(known["version"]) if known.get("name") == base_name else \
-            find_version_by_digest(base_name, base_digest)
+            store.find_version_by_digest(base_name, base_digest)
         if base_version is None:
             metric = base_selection_metric
             if metric is None:  # the base is selected on warm users: cold_valid_<m> -> valid_<m>
@@ -119,14 +102,13 @@ def register_recommender(trained: TrainedModel, data: SequenceDataset, report: E
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = write_bundle(
             Path(tmp), architecture=trained.architecture, method=trained.method, config=trained.config,
-            state_dict=state,
-            behavior_names=data.behavior_names, target_behaviors=[data.behavior_names[c - 1] for c in data.target_behaviors],
-            item_ids=[str(x) for x in data.item_ids.tolist()], base=base_ref,
-            history_items=data.meta.get("history_items", "excluded"))
+            state_dict=state, behavior_names=data.behavior_names,
+            target_behaviors=[data.behavior_names[c - 1] for c in data.target_behaviors],
+            item_ids=[str(x) for x in data.item_ids.tolist()], base=base_ref, history_items=history_items)
         info = mlflow.pyfunc.log_model(
-            name="recommender", python_model=str(Path(pyfunc_model.__file__)), artifacts=artifacts,
+            name="recommender", python_model=str(PYFUNC_MODEL), artifacts=artifacts,
             code_paths=[str(_COMPONENTS)], registered_model_name=name, pip_requirements=_requirements(),
-            signature=signature(data.meta.get("history_items", "excluded")))
+            signature=signature(history_items))
     version = str(info.registered_model_version)
     client = MlflowClient()
     client.set_model_version_tag(name, version, WEIGHTS_TAG, weights_digest(trained.state_dict))
@@ -134,9 +116,8 @@ def register_recommender(trained: TrainedModel, data: SequenceDataset, report: E
         client.set_model_version_tag(name, version, k, str(v))
     protocol = selection_metric.split("_")[1]
     tags = {"dataset": dataset, "architecture": trained.architecture, "method": trained.method or "none",
-            "selection_metric": selection_metric,
-            "selection_value": f"{new_value:.6f}", "protocol": f"{protocol}: {describe_protocol(protocol, data.meta.get('history_items', 'excluded'))}",
-            "history_items": data.meta.get("history_items", "excluded")}
+            "selection_metric": selection_metric, "selection_value": f"{new_value:.6f}",
+            "protocol": f"{protocol}: {describe_protocol(protocol, history_items)}", "history_items": history_items}
     tags.update({k: f"{v:.6f}" for k, v in model_metrics.items() if k.endswith("_at_10") and "_n" not in k})
     # A refreshed model (components.training.refresh) names its base version here (tag ``base_version``).
     tags.update({str(k): str(v) for k, v in (trained.info.get("registry_tags") or {}).items()})
@@ -147,30 +128,13 @@ def register_recommender(trained: TrainedModel, data: SequenceDataset, report: E
     for k, v in tags.items():
         client.set_model_version_tag(name, version, k, v)
 
-    current = None
-    try:
-        current = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        pass
-    if current is None:
-        promote, reason = True, f"first version of {name}: {selection_metric}={new_value:.4f}"
-    else:
-        old = current.tags.get("selection_value")
-        same_metric = current.tags.get("selection_metric") == selection_metric
-        # A figure measured with history items as candidates is not comparable with one that excluded them (a
-        # version registered before the setting existed excluded them).
-        same_candidates = current.tags.get("history_items", "excluded") == tags["history_items"]
-        if old is None or not same_metric or not same_candidates:
-            promote, reason = True, (f"champion v{current.version} has no comparable {selection_metric} "
-                                     f"(history_items {tags['history_items']}); promoting v{version} ({new_value:.4f})")
-        elif new_value > float(old):
-            promote, reason = True, f"{selection_metric} {new_value:.4f} beats champion v{current.version} ({float(old):.4f})"
-        else:
-            promote, reason = False, (f"{selection_metric} {new_value:.4f} does not beat champion v{current.version} "
-                                      f"({float(old):.4f}); kept without the alias")
-    if promote:
+    current = store.aliased_version(name, CHAMPION)
+    decision = decide_promotion(name, Standing(version, selection_metric, new_value, history_items),
+                                None if current is None else Standing.from_tags(current.version, current.tags))
+    if decision.promote:
         client.set_registered_model_alias(name, CHAMPION, version)
-    client.set_model_version_tag(name, version, "champion_decision", reason)
-    logger.info("registered %s version %s: %s", name, version, reason)
-    return {"name": name, "version": version, "champion": promote, "reason": reason, **({"base": extra_tags} if extra_tags else {}),
-            "model_uri": f"models:/{name}/{version}", "selection_metric": selection_metric, "value": new_value}
+    client.set_model_version_tag(name, version, DECISION_TAG, decision.reason)
+    logger.info("registered %s version %s: %s", name, version, decision.reason)
+    return {"name": name, "version": version, "champion": decision.promote, "reason": decision.reason,
+            **({"base": extra_tags} if extra_tags else {}), "model_uri": f"models:/{name}/{version}",
+            "selection_metric": selection_metric, "value": new_value}

@@ -1,6 +1,6 @@
 """Print where a run's results are: the MLflow tracking URI, the registered model version and its metrics.
 
-    python -m components.tracking.summary --tracking-uri sqlite:///.mlflow/mlflow.db --dataset ml1m
+    python -m components.registry.summary --tracking-uri sqlite:///.mlflow/mlflow.db --dataset ml1m
 """
 
 from __future__ import annotations
@@ -10,22 +10,23 @@ import json
 
 from mlflow import MlflowClient
 
+from components.registry import store
+from components.registry.names import CHAMPION, DECISION_TAG, model_name
+
 
 def summary(tracking_uri: str, dataset: str) -> str:
     client = MlflowClient(tracking_uri=tracking_uri)
-    name = f"mbprompt-{dataset}"
+    name = model_name(dataset)
     versions = client.search_model_versions(f"name='{name}'")
     if not versions:
         return f"MLflow tracking URI: {tracking_uri}\nno registered version of {name} yet"
     latest = max(versions, key=lambda v: int(v.version))
-    try:
-        champion = client.get_model_version_by_alias(name, "champion").version
-    except Exception:  # noqa: BLE001 - no champion yet
-        champion = None
+    champion = store.aliased_version(name, CHAMPION, tracking_uri)
     run = client.get_run(latest.run_id)
     lines = [f"MLflow tracking URI : {tracking_uri}", f"MLflow run          : {latest.run_id}",
              f"registered model    : {name} version {latest.version} (models:/{name}/{latest.version})",
-             f"champion            : version {champion}  ({latest.tags.get('champion_decision', '')})", ""]
+             f"champion            : version {champion and champion.version}  ({latest.tags.get(DECISION_TAG, '')})",
+             ""]
     try:
         lines.append(client.download_artifacts(latest.run_id, "evaluation/metrics.md") and
                      open(client.download_artifacts(latest.run_id, "evaluation/metrics.md")).read())
