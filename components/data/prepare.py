@@ -22,7 +22,7 @@ from components.data.clean import CleanConfig, CleanResult, clean_interactions
 from components.data.readers import read_dataset
 from components.data.sequences import SequenceDataset
 from components.data.split import SplitConfig, build_sequences
-from components.settings import from_dict
+from components.settings import from_dict, refuse_unknown
 
 if TYPE_CHECKING:
     from components.data.readers import IngestResult
@@ -52,9 +52,7 @@ def stage_parameters(config: dict, *, raw_path: str | Path | None = None, seed: 
     own = {}
     for step, known in STEP_SETTINGS.items():
         own[step] = step_parameters(config, step)
-        unknown = sorted(set(own[step]) - set(known))
-        if unknown:
-            raise ValueError(f"steps.{step}.parameters: unknown parameter(s) {unknown}; allowed: {list(known)}")
+        refuse_unknown(own[step], known, where=f"steps.{step}.parameters")
     return {
         "ingest": {**pipeline, **own["ingest"]},
         "validate": {**pipeline, "rules": own["validate"].get("rules")},

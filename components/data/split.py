@@ -63,10 +63,39 @@ class SplitError(ValueError):
     pass
 
 
-def build_sequences(clean: CleanResult, profiles: pa.Table | None, cfg: SplitConfig,
-                    dataset: str | None = None) -> SequenceDataset:
-    """The split of ``clean`` under ``cfg``; ``dataset`` (the pipeline's dataset name) picks the default of
-    ``history_items`` when the config leaves it unset."""
+@dataclass
+class _Events:
+    """The cleaned log as arrays, in user-then-time order, and which events are targets."""
+
+    names: list[str]  # behavior names; code = index + 1
+    target_codes: list[int]
+    users: np.ndarray  # int64 [n]
+    items: np.ndarray  # int32 [n]
+    behaviors: np.ndarray  # int8 [n]
+    timestamps: np.ndarray  # int64 [n]
+    is_target: np.ndarray  # bool [n]
+    offsets: np.ndarray  # int64 [n_users + 2]: user u's events are offsets[u]:offsets[u + 1]
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Drop the events outside ``mask`` (offsets follow)."""
+        self.users, self.items, self.behaviors, self.timestamps, self.is_target = (
+            self.users[mask], self.items[mask], self.behaviors[mask], self.timestamps[mask], self.is_target[mask])
+        self.offsets[1:] = np.cumsum(np.bincount(self.users, minlength=len(self.offsets) - 1))
+
+
+@dataclass
+class _Users:
+    """Who is warm, who is cold (tuning / test), and how that was decided."""
+
+    mode: str  # "natural" | "simulated"
+    share_natural: float
+    has_target: np.ndarray  # bool [n_users + 1]
+    warm: np.ndarray  # int32, ascending
+    cold_tune: np.ndarray  # int32, ascending
+    cold_test: np.ndarray  # int32, ascending
+
+
+def _checked_history_items(cfg: SplitConfig, dataset: str | None) -> str:
     history_items = cfg.history_items or default_history_items(dataset)
     if history_items not in HISTORY_ITEMS:
         raise SplitError(f"history_items must be one of {HISTORY_ITEMS}, got {history_items!r}")
@@ -75,15 +104,14 @@ def build_sequences(clean: CleanResult, profiles: pa.Table | None, cfg: SplitCon
                          f"got {cfg.cold_threshold}")
     if cfg.cold_mode not in ("auto", "natural", "simulated"):
         raise SplitError(f"cold_mode must be auto, natural or simulated, got {cfg.cold_mode!r}")
-    rng = np.random.default_rng(cfg.seed)
+    return history_items
+
+
+def _events(clean: CleanResult, cfg: SplitConfig) -> _Events:
     t = clean.interactions
     names = t.column(BEHAVIOR).chunk(0).dictionary.to_pylist()
     users = t.column(USER).to_numpy().astype(np.int64)
-    items = t.column(ITEM).to_numpy().astype(np.int32)
     behaviors = (t.column(BEHAVIOR).combine_chunks().indices.to_numpy(zero_copy_only=False) + 1).astype(np.int8)
-    timestamps = t.column(TIMESTAMP).to_numpy().astype(np.int64)
-    n_users, n_items = len(clean.user_ids), len(clean.item_ids)
-
     if cfg.target_behaviors is None:
         target_codes = list(range(1, len(names) + 1))
     else:
@@ -91,118 +119,130 @@ def build_sequences(clean: CleanResult, profiles: pa.Table | None, cfg: SplitCon
         if unknown:
             raise SplitError(f"target behavior(s) {unknown} not in the data's behaviors {names}")
         target_codes = [names.index(b) + 1 for b in cfg.target_behaviors]
-    is_target = np.isin(behaviors, target_codes)
+    offsets = np.zeros(len(clean.user_ids) + 2, np.int64)
+    np.cumsum(np.bincount(users, minlength=len(clean.user_ids) + 1), out=offsets[1:])
+    return _Events(names, target_codes, users, t.column(ITEM).to_numpy().astype(np.int32), behaviors,
+                   t.column(TIMESTAMP).to_numpy().astype(np.int64), np.isin(behaviors, target_codes), offsets)
 
-    offsets = np.zeros(n_users + 2, np.int64)
-    np.cumsum(np.bincount(users, minlength=n_users + 1), out=offsets[1:])
-    n_target = np.bincount(users[is_target], minlength=n_users + 1)
-    # Every (user, item) pair ever seen, before any simulated cut: negatives must avoid all of them.
-    seen = np.unique(users * (n_items + 1) + items)
 
+def _assign_users(ev: _Events, cfg: SplitConfig, rng: np.random.Generator) -> _Users:
+    """Warm and cold users; in simulated mode a seeded share of warm users becomes cold by cutting their histories
+    (``ev`` loses the cut events)."""
+    n_users = len(ev.offsets) - 2
+    n_target = np.bincount(ev.users[ev.is_target], minlength=n_users + 1)
     has_target = n_target >= 1
     has_target[0] = False
     natural_cold = has_target & (n_target < cfg.cold_threshold)
     warm = n_target >= cfg.cold_threshold
-    share_natural = natural_cold.sum() / max(1, has_target.sum())
+    share_natural = float(natural_cold.sum() / max(1, has_target.sum()))
     mode = cfg.cold_mode
     if mode == "auto":
         mode = "natural" if share_natural >= cfg.min_natural_cold_share else "simulated"
-
-    cut_after = np.full(n_users + 1, -1, np.int64)  # simulated cold users: keep events < this index
+    cold = natural_cold
     if mode == "simulated":
         candidates = np.flatnonzero(warm)
         n_sim = int(round(cfg.simulated_cold_share * candidates.size))
         chosen = np.sort(rng.choice(candidates, size=n_sim, replace=False))
         k = rng.integers(2, cfg.cold_threshold, size=n_sim)  # keep k target events, 2 <= k <= threshold-1
-        target_pos = np.flatnonzero(is_target)
-        first_target_idx = np.searchsorted(target_pos, offsets[chosen])
-        cut_after[chosen] = target_pos[first_target_idx + k - 1] + 1
+        target_pos = np.flatnonzero(ev.is_target)
+        cut_after = np.full(n_users + 1, -1, np.int64)  # keep a simulated cold user's events < this index
+        cut_after[chosen] = target_pos[np.searchsorted(target_pos, ev.offsets[chosen]) + k - 1] + 1
         warm[chosen] = False
         cold = np.zeros_like(warm)
         cold[chosen] = True
-    else:
-        cold = natural_cold
-
-    if cut_after.max() >= 0:
-        keep = np.ones(len(users), bool)
-        sim = np.flatnonzero(cut_after >= 0)
-        for_user = cut_after[users]
-        keep &= (for_user < 0) | (np.arange(len(users)) < for_user)
-        users, items, behaviors, timestamps, is_target = (
-            users[keep], items[keep], behaviors[keep], timestamps[keep], is_target[keep])
-        offsets[1:] = np.cumsum(np.bincount(users, minlength=n_users + 1))
-        logger.info("simulated %d cold users by cutting their histories (%d events removed)", sim.size,
-                    int((~keep).sum()))
-
-    warm_users = np.flatnonzero(warm).astype(np.int32)
+        if n_sim:
+            for_user = cut_after[ev.users]
+            keep = (for_user < 0) | (np.arange(len(ev.users)) < for_user)
+            ev.keep(keep)
+            logger.info("simulated %d cold users by cutting their histories (%d events removed)", n_sim,
+                        int((~keep).sum()))
     cold_users = np.flatnonzero(cold).astype(np.int32)
     cold_users = cold_users[rng.permutation(cold_users.size)]
     n_tune = int(round(cfg.cold_tune_share * cold_users.size))
-    cold_tune = np.sort(cold_users[:n_tune])
-    cold_test = np.sort(cold_users[n_tune:])
+    return _Users(mode, share_natural, has_target, np.flatnonzero(warm).astype(np.int32),
+                  np.sort(cold_users[:n_tune]), np.sort(cold_users[n_tune:]))
 
-    # Positions of target events, grouped by user (events are already time-ordered per user).
-    tpos = np.flatnonzero(is_target)
-    tuser = users[tpos]
-    first_t = np.searchsorted(tuser, np.arange(n_users + 2))  # index into tpos of each user's first target
-    last_t = first_t[1:] - 1  # index of each user's last target event (valid where user has one)
 
-    def last_target(u: np.ndarray, back: int = 0) -> np.ndarray:
-        return tpos[last_t[u] - back]
-
-    train_end = offsets[:-1].copy()  # default: an empty training prefix
-    valid_pos = last_target(warm_users, 1)
-    test_pos = last_target(warm_users, 0)
-    train_end[warm_users] = valid_pos
-    cold_valid_pos = last_target(cold_tune, 0)
-    train_end[cold_tune] = cold_valid_pos
-    few_pos = last_target(cold_test, 0)
-    has_history = few_pos > offsets[cold_test]
-    zero_pos = tpos[first_t[cold_test]]
-
-    first_seen = first_occurrence(users, items, n_items)
-    sampler = _NegativeSampler(seen if history_items == "excluded" else None, n_items, cfg.n_negatives, rng)
-    candidates = {
-        "valid": (warm_users, valid_pos, None),
-        "test": (warm_users, test_pos, None),
-        "cold_valid": (cold_tune, cold_valid_pos, None),
-        "cold_test": (np.concatenate([cold_test[has_history], cold_test]),
+def _instances(ev: _Events, who: _Users) -> tuple[np.ndarray, dict[str, tuple]]:
+    """(each user's training-prefix end, the instances of every target set as (users, target positions,
+    zero-shot flags or None)).  Leave-one-out over target events; a cold test user gives a few-shot instance (when
+    it has history before its last target) and a zero-shot one (its first target, no history)."""
+    tpos = np.flatnonzero(ev.is_target)  # positions of target events, grouped by user, time-ordered
+    first_t = np.searchsorted(ev.users[tpos], np.arange(len(ev.offsets)))  # index into tpos of a user's first
+    last_t = first_t[1:] - 1  # index into tpos of each user's last target event (valid where the user has one)
+    valid_pos, test_pos = tpos[last_t[who.warm] - 1], tpos[last_t[who.warm]]
+    cold_valid_pos, few_pos = tpos[last_t[who.cold_tune]], tpos[last_t[who.cold_test]]
+    train_end = ev.offsets[:-1].copy()  # default: an empty training prefix
+    train_end[who.warm] = valid_pos
+    train_end[who.cold_tune] = cold_valid_pos
+    has_history = few_pos > ev.offsets[who.cold_test]
+    zero_pos = tpos[first_t[who.cold_test]]
+    return train_end, {
+        "valid": (who.warm, valid_pos, None),
+        "test": (who.warm, test_pos, None),
+        "cold_valid": (who.cold_tune, cold_valid_pos, None),
+        "cold_test": (np.concatenate([who.cold_test[has_history], who.cold_test]),
                       np.concatenate([few_pos[has_history], zero_pos]),
-                      np.concatenate([np.zeros(int(has_history.sum()), bool), np.ones(cold_test.size, bool)])),
+                      np.concatenate([np.zeros(int(has_history.sum()), bool), np.ones(who.cold_test.size, bool)])),
     }
+
+
+def _target_sets(ev: _Events, instances: dict[str, tuple], sampler: _NegativeSampler, n_items: int,
+                 history_items: str) -> tuple[dict[str, TargetSet], dict[str, int]]:
+    """The target sets with their negatives and repeat flags; under ``excluded`` the instances whose target is
+    in their own history are dropped (counted per set)."""
+    first_seen = first_occurrence(ev.users, ev.items, n_items)
     targets, dropped = {}, {}
-    for name, (u, pos, zero_shot) in candidates.items():
+    for name, (u, pos, zero_shot) in instances.items():
         zero_shot = np.zeros(u.size, bool) if zero_shot is None else zero_shot
         # A target is a repeat when the user's first event on that item comes before it (zero-shot: no history).
-        repeat = (first_seen(u, items[pos]) < pos) & ~zero_shot
+        repeat = (first_seen(u, ev.items[pos]) < pos) & ~zero_shot
         if history_items == "excluded":
             dropped[name] = int(repeat.sum())
             u, pos, zero_shot, repeat = u[~repeat], pos[~repeat], zero_shot[~repeat], repeat[~repeat]
-        targets[name] = sampler.target_set(u, pos, items, zero_shot=zero_shot, repeat=repeat)
+        targets[name] = sampler.target_set(u, pos, ev.items, zero_shot=zero_shot, repeat=repeat)
     if dropped and any(dropped.values()):
         logger.info("history_items=excluded: dropped %s instances whose target is in their own history", dropped)
+    return targets, dropped
+
+
+def build_sequences(clean: CleanResult, profiles: pa.Table | None, cfg: SplitConfig,
+                    dataset: str | None = None) -> SequenceDataset:
+    """The split of ``clean`` under ``cfg``; ``dataset`` (the pipeline's dataset name) picks the default of
+    ``history_items`` when the config leaves it unset."""
+    history_items = _checked_history_items(cfg, dataset)
+    rng = np.random.default_rng(cfg.seed)
+    ev = _events(clean, cfg)
+    n_users, n_items = len(clean.user_ids), len(clean.item_ids)
+    # Every (user, item) pair ever seen, before any simulated cut: negatives must avoid all of them.
+    seen = np.unique(ev.users * (n_items + 1) + ev.items)
+    who = _assign_users(ev, cfg, rng)
+    train_end, instances = _instances(ev, who)
+    sampler = _NegativeSampler(seen if history_items == "excluded" else None, n_items, cfg.n_negatives, rng)
+    targets, dropped = _target_sets(ev, instances, sampler, n_items, history_items)
 
     fields, vocab, prof = _encode_profiles(profiles, clean.user_ids, n_users)
     meta = {
-        "cold_mode": mode, "natural_cold_share": float(share_natural), "cold_threshold": cfg.cold_threshold,
-        "n_negatives": cfg.n_negatives, "seed": cfg.seed, "target_behaviors": [names[c - 1] for c in target_codes],
-        "history_items": history_items,
+        "cold_mode": who.mode, "natural_cold_share": who.share_natural, "cold_threshold": cfg.cold_threshold,
+        "n_negatives": cfg.n_negatives, "seed": cfg.seed,
+        "target_behaviors": [ev.names[c - 1] for c in ev.target_codes], "history_items": history_items,
         "repeat_share": {k: float(v.repeat.mean()) if len(v) else float("nan") for k, v in targets.items()},
         **({"repeat_targets_dropped": dropped} if history_items == "excluded" else {}),
-        "n_warm_users": int(warm_users.size), "n_cold_tune_users": int(cold_tune.size),
-        "n_cold_test_users": int(cold_test.size), "n_users_without_target": int((~has_target[1:]).sum()),
-        "n_events": int(users.size), "targets": {k: len(v) for k, v in targets.items()},
+        "n_warm_users": int(who.warm.size), "n_cold_tune_users": int(who.cold_tune.size),
+        "n_cold_test_users": int(who.cold_test.size), "n_users_without_target": int((~who.has_target[1:]).sum()),
+        "n_events": int(ev.users.size), "targets": {k: len(v) for k, v in targets.items()},
     }
-    logger.info("split (%s cold): %d warm, %d cold tune, %d cold test users; targets %s", mode, warm_users.size,
-                cold_tune.size, cold_test.size, meta["targets"])
-    if warm_users.size == 0:
+    logger.info("split (%s cold): %d warm, %d cold tune, %d cold test users; targets %s", who.mode, who.warm.size,
+                who.cold_tune.size, who.cold_test.size, meta["targets"])
+    if who.warm.size == 0:
         raise SplitError(f"no warm users: no user has >= {cfg.cold_threshold} events of target behavior(s) "
                          f"{meta['target_behaviors']}; lower split.cold_threshold or pick another target")
     return SequenceDataset(
-        n_users=n_users, n_items=n_items, behavior_names=names, target_behaviors=target_codes, offsets=offsets,
-        items=items.astype(np.int32), behaviors=behaviors, timestamps=timestamps, train_end=train_end,
-        warm_users=warm_users, cold_tune_users=cold_tune.astype(np.int32), cold_test_users=cold_test.astype(np.int32),
-        targets=targets, user_ids=np.concatenate([[""], clean.user_ids.to_numpy(zero_copy_only=False).astype(str)]),
+        n_users=n_users, n_items=n_items, behavior_names=ev.names, target_behaviors=ev.target_codes,
+        offsets=ev.offsets, items=ev.items.astype(np.int32), behaviors=ev.behaviors, timestamps=ev.timestamps,
+        train_end=train_end, warm_users=who.warm, cold_tune_users=who.cold_tune.astype(np.int32),
+        cold_test_users=who.cold_test.astype(np.int32), targets=targets,
+        user_ids=np.concatenate([[""], clean.user_ids.to_numpy(zero_copy_only=False).astype(str)]),
         item_ids=np.concatenate([[""], clean.item_ids.to_numpy(zero_copy_only=False).astype(str)]),
         profile_fields=fields, profile_vocab=vocab, profiles=prof, meta=meta,
     )
