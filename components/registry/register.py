@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -56,6 +57,50 @@ def _requirements() -> list[str]:
             f"pandas=={pandas.__version__}", f"safetensors=={safetensors.__version__}", f"mlflow=={mlflow.__version__}"]
 
 
+def _with_base(trained: TrainedModel, base_model: TrainedModel | None, register_base: Callable[[], str],
+               dataset: str) -> tuple[dict, dict | None, dict]:
+    """For a tuned model: (the weights to store, the base reference the bundle loads, lineage tags).  The base is
+    found among the registered versions by its digest, or registered first (``register_base``, returning its
+    version); when the method kept it frozen only the tuned modules are stored."""
+    state = trained.state_dict
+    if not trained.is_tuned:
+        return state, None, {}
+    if base_model is None:
+        raise ValueError(f"registering {trained.name} needs the pre-trained base it was tuned from")
+    base_state = {k[len("base."):]: v for k, v in state.items() if k.startswith("base.")}
+    base_digest = weights_digest(base_model.state_dict)
+    base_name = model_name(dataset, base_model.method)
+    known = (base_model.info or {}).get("registry") or {}  # a base loaded from the registry names its version
+    base_version = str(known["version"]) if known.get("name") == base_name else \
+        store.find_version_by_digest(base_name, base_digest)
+    if base_version is None:
+        base_version = register_base()
+    tags = {"base_model": base_name, "base_version": base_version}
+    if weights_digest(base_state) != base_digest:  # the method tuned the base: a self-contained bundle
+        tags["stores"] = "all weights (the method tuned the base)"
+        return state, None, tags
+    tags["stores"] = "tuned modules only (frozen base fetched from the registry)"
+    state = {k: v for k, v in state.items() if not k.startswith("base.")}
+    return state, {"name": base_name, "version": base_version, "sha256": base_digest}, tags
+
+
+def _version_tags(trained: TrainedModel, model_metrics: dict, dataset: str, selection_metric: str,
+                  history_items: str, data_profile: dict | None) -> dict[str, str]:
+    """What a registered version says about itself: dataset, model, selection figure and protocol, the @10
+    metrics, refresh lineage and the training data's size (with its stored profile)."""
+    protocol = selection_metric.split("_")[1]
+    tags = {"dataset": dataset, "architecture": trained.architecture, "method": trained.method or "none",
+            "selection_metric": selection_metric, "selection_value": f"{float(model_metrics[selection_metric]):.6f}",
+            "protocol": f"{protocol}: {describe_protocol(protocol, history_items)}", "history_items": history_items}
+    tags.update({k: f"{v:.6f}" for k, v in model_metrics.items() if k.endswith("_at_10") and "_n" not in k})
+    # A refreshed model (components.training.refresh) names its base version here (tag ``base_version``).
+    tags.update({str(k): str(v) for k, v in (trained.info.get("registry_tags") or {}).items()})
+    if data_profile is not None:
+        tags[PROFILE_TAG] = PROFILE_ARTIFACT
+        tags.update({f"data_{k}": str(data_profile[k]) for k in ("events", "users", "items")})
+    return tags
+
+
 def register_recommender(trained: TrainedModel, data: SequenceDataset, report: EvaluationReport, dataset: str, *,
                          selection_metric: str = "valid_sampled99_ndcg_at_10", data_profile: dict | None = None,
                          base_model: TrainedModel | None = None, base_selection_metric: str | None = None) -> dict:
@@ -73,32 +118,15 @@ def register_recommender(trained: TrainedModel, data: SequenceDataset, report: E
         raise KeyError(f"selection metric {selection_metric!r} not in the evaluation; have {sorted(model_metrics)}")
     new_value = float(model_metrics[selection_metric])
     history_items = data.meta.get("history_items", "excluded")
-    state, base_ref, extra_tags = trained.state_dict, None, {}
-    if trained.is_tuned:
-        if base_model is None:
-            raise ValueError(f"registering {trained.name} needs the pre-trained base it was tuned from")
-        base_state = {k[len("base."):]: v for k, v in state.items() if k.startswith("base.")}
-        base_digest = weights_digest(base_model.state_dict)
-        base_name = model_name(dataset, base_model.method)
-        known = (base_model.info or {}).get("registry") or {}  # a base loaded from the registry names its version
-        base_version = str(known["version"]) if known.get("name") == base_name else \
-            store.find_version_by_digest(base_name, base_digest)
-        if base_version is None:
-            metric = base_selection_metric
-            if metric is None:  # the base is selected on warm users: cold_valid_<m> -> valid_<m>
-                metric = selection_metric.replace("cold_valid_", "valid_", 1)
-            with mlflow.start_run(run_name=f"register-base-{base_model.architecture}", nested=True):
-                base_version = register_recommender(base_model, data, report, dataset, selection_metric=metric,
-                                                    data_profile=data_profile)["version"]
-        base_ref = {"name": base_name, "version": base_version, "sha256": base_digest}
-        extra_tags = {"base_model": base_name, "base_version": base_version}
-        frozen = weights_digest(base_state) == base_digest
-        extra_tags["stores"] = "tuned modules only (frozen base fetched from the registry)" if frozen \
-            else "all weights (the method tuned the base)"
-        if frozen:
-            state = {k: v for k, v in state.items() if not k.startswith("base.")}
-        else:
-            base_ref = None  # the base was tuned: the bundle is self-contained; the tags keep the lineage
+
+    def register_base() -> str:
+        # the base is selected on warm users: cold_valid_<m> -> valid_<m>
+        metric = base_selection_metric or selection_metric.replace("cold_valid_", "valid_", 1)
+        with mlflow.start_run(run_name=f"register-base-{base_model.architecture}", nested=True):
+            return register_recommender(base_model, data, report, dataset, selection_metric=metric,
+                                        data_profile=data_profile)["version"]
+
+    state, base_ref, lineage = _with_base(trained, base_model, register_base, dataset)
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = write_bundle(
             Path(tmp), architecture=trained.architecture, method=trained.method, config=trained.config,
@@ -112,20 +140,11 @@ def register_recommender(trained: TrainedModel, data: SequenceDataset, report: E
     version = str(info.registered_model_version)
     client = MlflowClient()
     client.set_model_version_tag(name, version, WEIGHTS_TAG, weights_digest(trained.state_dict))
-    for k, v in extra_tags.items():
+    for k, v in lineage.items():
         client.set_model_version_tag(name, version, k, str(v))
-    protocol = selection_metric.split("_")[1]
-    tags = {"dataset": dataset, "architecture": trained.architecture, "method": trained.method or "none",
-            "selection_metric": selection_metric, "selection_value": f"{new_value:.6f}",
-            "protocol": f"{protocol}: {describe_protocol(protocol, history_items)}", "history_items": history_items}
-    tags.update({k: f"{v:.6f}" for k, v in model_metrics.items() if k.endswith("_at_10") and "_n" not in k})
-    # A refreshed model (components.training.refresh) names its base version here (tag ``base_version``).
-    tags.update({str(k): str(v) for k, v in (trained.info.get("registry_tags") or {}).items()})
     if data_profile is not None:
         mlflow.log_dict(data_profile, PROFILE_ARTIFACT)
-        tags[PROFILE_TAG] = PROFILE_ARTIFACT
-        tags.update({f"data_{k}": str(data_profile[k]) for k in ("events", "users", "items")})
-    for k, v in tags.items():
+    for k, v in _version_tags(trained, model_metrics, dataset, selection_metric, history_items, data_profile).items():
         client.set_model_version_tag(name, version, k, v)
 
     current = store.aliased_version(name, CHAMPION)
@@ -136,5 +155,5 @@ def register_recommender(trained: TrainedModel, data: SequenceDataset, report: E
     client.set_model_version_tag(name, version, DECISION_TAG, decision.reason)
     logger.info("registered %s version %s: %s", name, version, decision.reason)
     return {"name": name, "version": version, "champion": decision.promote, "reason": decision.reason,
-            **({"base": extra_tags} if extra_tags else {}), "model_uri": f"models:/{name}/{version}",
+            **({"base": lineage} if lineage else {}), "model_uri": f"models:/{name}/{version}",
             "selection_metric": selection_metric, "value": new_value}
