@@ -56,6 +56,6 @@ def load_base(sequences: SequenceDataset, base: dict) -> Annotated[TrainedModel,
     """The registered pre-trained version ``base`` names (``{name, version}``; no version: the champion), so
     tuning can run again without pre-training again."""
     model = tune.base_to_tune(versions.load_version(base["name"], base.get("version")), sequences)
-    mlflow_log.log_params({"base_model": model.info["registry"]["name"],
-                           "base_version": model.info["registry"]["version"]})
+    mlflow_log.log_params({"base_model": model.lineage.source["name"],
+                           "base_version": model.lineage.source["version"]})
     return model

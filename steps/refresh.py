@@ -59,6 +59,6 @@ def retune_head(
     mlflow_log.log_metrics({"n_parameters": trained.info["n_parameters"],
                             "n_trainable_parameters": trained.info["n_trainable_parameters"],
                             "retune_head_seconds": trained.info["wall_seconds"]})
-    log_metadata({"base_version": base.version, "head": trained.info["registry_tags"]["head"],
+    log_metadata({"base_version": base.version, "head": trained.lineage.tags["head"],
                   "n_trainable_parameters": trained.info["n_trainable_parameters"]})
     return trained

@@ -11,7 +11,7 @@ base's config; an encoder trained from scratch has ``method`` None.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,7 +20,8 @@ from torch import nn
 from components.models.registry import build_model
 
 #: What ``model.json`` holds besides the weights (``weights.safetensors``).
-META_FIELDS = ("architecture", "method", "config", "train_config", "history", "best_epoch", "best_metric", "info")
+META_FIELDS = ("architecture", "method", "config", "train_config", "history", "best_epoch", "best_metric", "info",
+               "lineage")
 WEIGHTS_FILE, META_FILE = "weights.safetensors", "model.json"
 
 #: How tuned models were named before they carried a ``method`` (``tuned-cpl``): read, never written.
@@ -36,6 +37,30 @@ def from_stored(architecture: str, config: dict, method: str | None = None) -> t
 
 
 @dataclass
+class Lineage:
+    """A model's place in the model registry (``components.registry``).
+
+    ``source``: the registered version this model was loaded as (``name``, ``version``, ``run_id``; None for a
+    model trained in this run): registering a model tuned over it reuses that version as its base.  ``tags``: what
+    the model's own registered version records besides the usual tags (a refresh names the base version and the
+    head it re-tuned)."""
+
+    source: dict | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, stored: "Lineage | dict | None", info: dict) -> "Lineage":
+        """The lineage as stored; for a model stored before it had one, read from the ``info`` keys that held it
+        (``registry`` and ``registry_tags``, which leave ``info``)."""
+        lineage = cls(**stored) if isinstance(stored, dict) else stored or cls()
+        if lineage.source is None and "registry" in info:
+            lineage.source = info.pop("registry")
+        if not lineage.tags and "registry_tags" in info:
+            lineage.tags = info.pop("registry_tags") or {}
+        return lineage
+
+
+@dataclass
 class TrainedModel:
     architecture: str
     config: dict
@@ -46,9 +71,11 @@ class TrainedModel:
     best_metric: dict = field(default_factory=dict)  # {"name": ..., "value": ...}
     info: dict = field(default_factory=dict)  # e.g. parameter count, device, wall time
     method: str | None = None  # the tuning method that made it; None for a model trained from scratch
+    lineage: Lineage = field(default_factory=Lineage)
 
     def __post_init__(self) -> None:
         self.architecture, self.method = from_stored(self.architecture, self.config, self.method)
+        self.lineage = Lineage.of(self.lineage, self.info)
 
     @property
     def name(self) -> str:
@@ -71,11 +98,12 @@ class TrainedModel:
         from safetensors.torch import save
 
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict.items()}
-        return save(state), json.dumps({k: getattr(self, k) for k in META_FIELDS}, indent=1, default=str)
+        meta = {k: getattr(self, k) for k in META_FIELDS} | {"lineage": asdict(self.lineage)}
+        return save(state), json.dumps(meta, indent=1, default=str)
 
     @classmethod
     def from_bytes(cls, weights: bytes, meta_json: str) -> "TrainedModel":
-        """The model ``to_bytes`` gave (also one stored before tuned models carried ``method``)."""
+        """The model ``to_bytes`` gave (also one stored before tuned models carried ``method`` or ``lineage``)."""
         from safetensors.torch import load
 
         return cls(state_dict=load(weights), **json.loads(meta_json))

@@ -9,7 +9,7 @@ With a training data profile (components.data.drift), the version's run gets it 
 ``data/profile.json`` and the version the tag ``data_profile`` naming it: the drift gate of later runs compares
 their data with the champion's (``components.registry.store.champion_profile``).
 
-Tags a model brings in ``info["registry_tags"]`` are set on its version too: the daily refresh
+Tags a model brings in ``lineage.tags`` are set on its version too: the daily refresh
 (``components.training.refresh``) records the champion version it re-tuned as ``base_version``.
 """
 
@@ -70,7 +70,7 @@ def _with_base(trained: TrainedModel, base_model: TrainedModel | None, register_
     base_state = {k[len("base."):]: v for k, v in state.items() if k.startswith("base.")}
     base_digest = weights_digest(base_model.state_dict)
     base_name = model_name(dataset, base_model.method)
-    known = (base_model.info or {}).get("registry") or {}  # a base loaded from the registry names its version
+    known = base_model.lineage.source or {}  # a base loaded from the registry names its version
     base_version = str(known["version"]) if known.get("name") == base_name else \
         store.find_version_by_digest(base_name, base_digest)
     if base_version is None:
@@ -94,7 +94,7 @@ def _version_tags(trained: TrainedModel, model_metrics: dict, dataset: str, sele
             "protocol": f"{protocol}: {describe_protocol(protocol, history_items)}", "history_items": history_items}
     tags.update({k: f"{v:.6f}" for k, v in model_metrics.items() if k.endswith("_at_10") and "_n" not in k})
     # A refreshed model (components.training.refresh) names its base version here (tag ``base_version``).
-    tags.update({str(k): str(v) for k, v in (trained.info.get("registry_tags") or {}).items()})
+    tags.update({str(k): str(v) for k, v in trained.lineage.tags.items()})
     if data_profile is not None:
         tags[PROFILE_TAG] = PROFILE_ARTIFACT
         tags.update({f"data_{k}": str(data_profile[k]) for k in ("events", "users", "items")})

@@ -39,7 +39,7 @@ from components.data.clean import CleanResult
 from components.data.schema import BEHAVIOR, ITEM, USER, check_canonical
 from components.data.sequences import SequenceDataset
 from components.models.base import NextItemEncoder
-from components.models.trained import TrainedModel
+from components.models.trained import Lineage, TrainedModel
 from components.settings import from_dict
 from components.training.evaluation import resolve_device
 from components.training.trainer import TrainConfig, train
@@ -198,8 +198,8 @@ def retune_head(model: nn.Module, data: SequenceDataset, train_settings: dict | 
 
 def refresh_model(base: ChampionBase, data: SequenceDataset, train_settings: dict | None, *, seed: int,
                   on_epoch_end: Callable[[int, dict], None] | None = None) -> TrainedModel:
-    """The champion's base with its head re-tuned on ``data``, as a TrainedModel whose ``info["registry_tags"]``
-    names the base version (REGISTER sets them as the new version's tags)."""
+    """The champion's base with its head re-tuned on ``data``, as a TrainedModel whose ``lineage.tags`` name the
+    base version and the head (REGISTER sets them as the new version's tags)."""
     model, report = retune_head(base.model.build(), data, train_settings, seed, on_epoch_end=on_epoch_end)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return TrainedModel(
@@ -209,10 +209,9 @@ def refresh_model(base: ChampionBase, data: SequenceDataset, train_settings: dic
         info={"n_parameters": report["n_parameters"], "n_trainable_parameters": report["n_head_parameters"],
               "head_parameters": report["head_parameters"], "wall_seconds": report["wall_seconds"],
               "device": report["device"], "stopped_early": report["stopped_early"],
-              "refresh": "head re-tune",
-              "base": base.describe(),
-              "registry_tags": {BASE_VERSION_TAG: base.version, "refresh": "head-retune",
-                                "head": ",".join(report["head_modules"])}},
+              "refresh": "head re-tune", "base": base.describe()},
+        lineage=Lineage(tags={BASE_VERSION_TAG: base.version, "refresh": "head-retune",
+                              "head": ",".join(report["head_modules"])}),
     )
 
 

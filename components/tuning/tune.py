@@ -23,7 +23,7 @@ import torch
 
 from components.data.sequences import SequenceDataset
 from components.models.registry import ARCHITECTURES, build_tuned, model_classes
-from components.models.trained import TrainedModel
+from components.models.trained import Lineage, TrainedModel
 from components.models.tuned.methods import FROZEN_BASE, METHODS, TunedRecommender, TuningConfig, method_config
 from components.models.tuned.profiles import select_fields
 from components.settings import from_dict
@@ -116,7 +116,7 @@ def tune_model(base: TrainedModel, data: SequenceDataset, method: str, settings:
             "device": str(resolve_device(tcfg.device)), "stopped_early": result.stopped_early,
             "method": method, "base_architecture": base.architecture, "base_frozen_verified": bool(frozen),
             "tuned_parameter_names": model.tuned_parameter_names() if method in FROZEN_BASE else ["(all)"],
-            "base_info": {k: v for k, v in (base.info or {}).items() if k in ("registry", "n_parameters")}}
+            "base_info": {"registry": base.lineage.source, "n_parameters": base.info.get("n_parameters")}}
     return TrainedModel(
         architecture=base.architecture, method=method, config=cfg.to_dict(), state_dict=state,
         train_config=tcfg.to_dict(), history=result.history, best_epoch=result.best_epoch,
@@ -137,7 +137,7 @@ def data_digest(data: SequenceDataset) -> str:
 def base_to_tune(base: ChampionBase, data: SequenceDataset) -> TrainedModel:
     """A registered pre-trained version (loaded by the registry gateway, ``components.registry.versions``) as the
     base to tune, checked against the data's item and behavior vocabularies (the model scores its own contiguous
-    ids).  Its ``info["registry"]`` names the version, so registering the tuned model reuses it."""
+    ids).  Its ``lineage.source`` names the version, so registering the tuned model reuses it."""
     if base.method is not None:
         raise ValueError(f"{base.name} v{base.version} is a tuned model ({base.method} over {base.architecture}); "
                          "name a pre-trained version")
@@ -150,7 +150,7 @@ def base_to_tune(base: ChampionBase, data: SequenceDataset) -> TrainedModel:
         raise ValueError(f"{base.name} v{base.version} knows behaviors {base.behavior_names}, the data "
                          f"{data.behavior_names}")
     return TrainedModel(architecture=base.architecture, config=dict(base.config), state_dict=base.state_dict,
-                        info={"registry": {"name": base.name, "version": base.version, "run_id": base.run_id}})
+                        lineage=Lineage(source={"name": base.name, "version": base.version, "run_id": base.run_id}))
 
 
 def efficiency(tuned: TrainedModel, reference: dict | None) -> dict:

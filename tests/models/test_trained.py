@@ -10,7 +10,7 @@ import torch
 
 from components.models.base import Recommender
 from components.models.registry import ARCHITECTURES, build_model, model_classes
-from components.models.trained import TrainedModel
+from components.models.trained import Lineage, TrainedModel
 from components.models.tuned.methods import METHODS, TuningConfig, method_config
 
 from .synthetic import one_torch_thread  # noqa: F401  (autouse fixture)
@@ -44,6 +44,23 @@ def test_save_and_load_give_the_same_model(tmp_path):
         assert again.state_dict.keys() == trained.state_dict.keys()
         assert all(torch.equal(again.state_dict[k], v) for k, v in trained.state_dict.items())
         torch.testing.assert_close(_scores(again.build()), _scores(trained.build()), rtol=0, atol=0)
+
+
+def test_lineage_is_typed_and_stored_and_an_older_artifacts_info_keys_become_it(tmp_path):
+    source = {"name": "mbprompt-ml1m", "version": "3", "run_id": "r1"}
+    trained = TrainedModel("sasrec", BASE, build_model("sasrec", BASE).state_dict(), info={"n_parameters": 7},
+                           lineage=Lineage(source=source, tags={"base_version": "2"}))
+    trained.save(tmp_path / "new")
+    again = TrainedModel.load(tmp_path / "new")
+    assert again.lineage == Lineage(source=source, tags={"base_version": "2"}) and again.info == {"n_parameters": 7}
+    # Before the lineage had a field of its own it rode in ``info`` (``registry``, ``registry_tags``).
+    meta = json.loads((tmp_path / "new" / "model.json").read_text())
+    meta.pop("lineage")
+    meta["info"] = {"n_parameters": 7, "registry": source, "registry_tags": {"base_version": "2"}}
+    (tmp_path / "new" / "model.json").write_text(json.dumps(meta))
+    old = TrainedModel.load(tmp_path / "new")
+    assert old.lineage == again.lineage and old.info == {"n_parameters": 7}
+    assert TrainedModel("sasrec", BASE, {}).lineage == Lineage(source=None, tags={})
 
 
 def test_a_model_stored_as_tuned_prefix_loads_with_its_method(tmp_path):

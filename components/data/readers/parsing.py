@@ -142,15 +142,19 @@ def parse_int(arr: pa.Array, *, required: bool = True, float_text: bool = False)
     return _finish(values, missing, required, [("not_an_integer", ~ok & ~missing)])
 
 
+def _text_and_missing(arr: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """``arr`` as text (cast when it is not) and where it is missing."""
+    arr = arr if _is_text(arr.type) else arr.cast(pa.string())
+    return arr, _missing(arr)
+
+
 def parse_id_auto(arr: pa.Array, *, required: bool = True) -> tuple[pa.Array, Problems]:
     """Generic ids: int64 when every present value is a canonical integer (so casting back to text is lossless),
     else the text itself.  Batches may disagree; :func:`_column` then turns every chunk into text."""
     arr = _as_plain(arr)
     if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type):
         return parse_int(arr, required=required)
-    if not _is_text(arr.type):
-        arr = arr.cast(pa.string())
-    missing = _missing(arr)
+    arr, missing = _text_and_missing(arr)
     canonical = _np(pc.fill_null(pc.match_substring_regex(arr, r"^(0|-?[1-9][0-9]{0,17})$"), False))
     if (canonical | missing).all():
         values = pc.cast(pc.if_else(pa.array(missing), pa.scalar("0"), arr), pa.int64())
@@ -283,9 +287,7 @@ def parse_iso(arr: pa.Array, *, required: bool = True) -> tuple[pa.Array, Proble
     arr = _as_plain(arr)
     if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type):
         return parse_temporal(arr, required=required)
-    if not _is_text(arr.type):
-        arr = arr.cast(pa.string())
-    missing = _missing(arr)
+    arr, missing = _text_and_missing(arr)
     epoch_z, epoch = pa.scalar("1970-01-01T00:00:00Z"), pa.scalar("1970-01-01T00:00:00")
 
     def cast(a: pa.Array) -> pa.Array:
