@@ -49,6 +49,7 @@ def test_every_model_offers_the_whole_contract(name):
     assert torch.allclose(some, full.gather(1, candidates), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_every_models_loss_falls_when_optimised(name):
     """Thirty Adam steps on one fixed batch lower the loss by at least 5% (the frozen-base methods, with a
