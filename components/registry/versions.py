@@ -1,19 +1,23 @@
 """A registered version as a trained model: ``load_version`` downloads the files ``register_recommender`` stored
 with it (``weights.safetensors``, ``model.json``, ``items.json``) and returns a
 ``components.training.refresh.ChampionBase``: the TrainedModel, its vocabularies and where it is registered.
-Without a version it loads the champion: the base the daily refresh re-tunes and prompt tuning starts from."""
+Without a version it loads the champion: the base the daily refresh re-tunes and prompt tuning starts from.
+``load_served`` loads a version as the served model does (``components.serving.recommender.Recommender``, a tuned
+model's frozen base fetched and checked): what batch recommendations score with."""
 
 from __future__ import annotations
 
 import json
 import logging
 import tempfile
+from dataclasses import dataclass, field
 
 from mlflow import MlflowClient
 
 from components.models.trained import TrainedModel
 from components.registry import store
 from components.registry.names import BUNDLE_FILES, CHAMPION
+from components.serving.recommender import Recommender
 from components.training.refresh import ChampionBase
 
 logger = logging.getLogger(__name__)
@@ -23,19 +27,25 @@ class NoChampionError(RuntimeError):
     """The registered model has no champion to start from."""
 
 
-def load_version(name: str, version: str | int | None = None, tracking_uri: str | None = None) -> ChampionBase:
-    """Version ``version`` of ``name`` (None: the champion) with its weights, config and vocabularies.  Raises
-    NoChampionError when no version is named and ``name`` has no champion."""
-    from safetensors.torch import load_file
-
+def _resolve(name: str, version: str | int | None, tracking_uri: str | None) -> str:
+    """``version`` as a string, or the champion's version when None (NoChampionError without one)."""
     if version is None:
         champion = store.aliased_version(name, CHAMPION, tracking_uri)
         if champion is None:
             raise NoChampionError(
                 f"{name} has no {CHAMPION!r} version to start from: run the training pipeline first "
-                "(pipelines.training.training_pipeline), then the prompt refresh or the tuning run")
+                "(pipelines.training.training_pipeline), then the prompt refresh, the tuning run or the batch "
+                "recommendations")
         version = champion.version
-    version = str(version)
+    return str(version)
+
+
+def load_version(name: str, version: str | int | None = None, tracking_uri: str | None = None) -> ChampionBase:
+    """Version ``version`` of ``name`` (None: the champion) with its weights, config and vocabularies.  Raises
+    NoChampionError when no version is named and ``name`` has no champion."""
+    from safetensors.torch import load_file
+
+    version = _resolve(name, version, tracking_uri)
     mv = MlflowClient(tracking_uri).get_model_version(name, version)
     with tempfile.TemporaryDirectory() as tmp:
         local = store.download_version(name, version, tmp, tracking_uri)
@@ -54,3 +64,41 @@ def load_version(name: str, version: str | int | None = None, tracking_uri: str 
                           tags=dict(mv.tags))
     logger.info("loaded %s v%s (%s, %d items)", name, version, loaded.architecture, len(item_ids) - 1)
     return loaded
+
+
+@dataclass
+class ServedVersion:
+    """A registered version loaded as the served model: its ``Recommender`` and where it is registered."""
+
+    name: str
+    version: str
+    run_id: str
+    recommender: Recommender
+    tags: dict = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        r = self.recommender
+        return {"name": self.name, "version": self.version, "run_id": self.run_id,
+                "architecture": self.tags.get("architecture"), "method": self.tags.get("method"),
+                "n_items": len(r.item_ids) - 1, "history_items": r.history_items,
+                "profile_fields": list(r.profile_fields)}
+
+
+def load_served(name: str, version: str | int | None = None, tracking_uri: str | None = None,
+                device: str = "cpu") -> ServedVersion:
+    """Version ``version`` of ``name`` (None: the champion) as the served pyfunc loads it: a ``Recommender`` over
+    the version's bundle, with a frozen base's weights fetched from the registry (digest checked)."""
+    version = _resolve(name, version, tracking_uri)
+    mv = MlflowClient(tracking_uri).get_model_version(name, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = store.download_version(name, version, tmp, tracking_uri)
+        files = {p.name: p for p in local.rglob("*") if p.name in BUNDLE_FILES}
+        missing = set(BUNDLE_FILES) - set(files)
+        if missing:
+            raise FileNotFoundError(f"{name} v{version} lacks {sorted(missing)}: not a registered recommender")
+        meta = json.loads(files["model.json"].read_text())
+        base = store.fetch_base_weights(meta["base"], tracking_uri) if meta.get("base") else None
+        recommender = Recommender(files["weights.safetensors"], files["model.json"], files["items.json"],
+                                  device=device, base_weights=base)
+    logger.info("loaded %s v%s for serving (%d items)", name, version, len(recommender.item_ids) - 1)
+    return ServedVersion(name=name, version=version, run_id=mv.run_id, recommender=recommender, tags=dict(mv.tags))

@@ -117,28 +117,44 @@ class Recommender:
             if pairs:
                 items[r, -len(pairs):] = [c for c, _ in pairs]
                 behs[r, -len(pairs):] = [b for _, b in pairs]
-        it = torch.as_tensor(items, device=self.device)
         profile_codes = None
         if self.profile_fields:
             if profiles is not None and len(profiles) != n:
                 raise ValueError(f"{n} histories but {len(profiles)} profiles")
-            codes = encode_requests(list(profiles) if profiles is not None else [None] * n, self.profile_fields,
-                                    self.profile_vocab)
-            profile_codes = torch.as_tensor(codes, device=self.device)
-        scores = self.model.score_all(it, torch.as_tensor(behs, device=self.device), profile_codes).float()
-        scores[:, 0] = -torch.inf
-        if exclude_seen is None:
-            exclude_seen = self.exclude_seen_default
-        if exclude_seen:
-            rows = [r for r, s in enumerate(seen) for _ in s]
-            if rows:
-                scores[torch.as_tensor(rows, device=self.device),
-                       torch.as_tensor([c for s in seen for c in s], device=self.device)] = -torch.inf
+            profile_codes = encode_requests(list(profiles) if profiles is not None else [None] * n,
+                                            self.profile_fields, self.profile_vocab)
+        seen_rows = np.asarray([r for r, s in enumerate(seen) for _ in s], np.int64)
+        seen_items = np.asarray([c for s in seen for c in s], np.int64)
         k = min(k, len(self.item_ids) - 1)
-        top = torch.topk(scores, k, dim=1)
+        top = self.top_k(items, behs, k, exclude_seen=exclude_seen, seen=(seen_rows, seen_items),
+                         profile_codes=profile_codes)
         out = []
         for r in range(n):
             idx = top.indices[r].tolist()
             out.append({"items": [self.item_ids[i] for i in idx], "scores": [float(s) for s in top.values[r]],
                         "unknown_items": unknown[r]})
         return out
+
+    @torch.no_grad()
+    def top_k(self, items: np.ndarray, behaviors: np.ndarray, k: int, *, exclude_seen: bool | None = None,
+              seen: tuple[np.ndarray, np.ndarray] | None = None,
+              profile_codes: np.ndarray | None = None) -> torch.return_types.topk:
+        """The scoring core of :meth:`recommend` on the model's own ids: ``items`` / ``behaviors`` [n, max_len]
+        (right-aligned contiguous ids, 0 = padding), ``seen`` = (row, item id) pairs of every history item (read
+        when ``exclude_seen``; None follows the model's ``history_items``), ``profile_codes`` [n, n_fields] for a
+        model that reads profiles.  Returns torch's topk (``values``, ``indices``) over contiguous item ids; the
+        padding id never appears, an excluded item only as -inf when fewer than ``k`` items are left."""
+        if self.profile_fields and profile_codes is None:
+            profile_codes = np.zeros((len(items), len(self.profile_fields)), np.int64)  # every field unknown
+        codes = None if profile_codes is None else torch.as_tensor(profile_codes, dtype=torch.long,
+                                                                    device=self.device)
+        scores = self.model.score_all(torch.as_tensor(items, dtype=torch.long, device=self.device),
+                                      torch.as_tensor(behaviors, dtype=torch.long, device=self.device),
+                                      codes).float()
+        scores[:, 0] = -torch.inf
+        if exclude_seen is None:
+            exclude_seen = self.exclude_seen_default
+        if exclude_seen and seen is not None and len(seen[0]):
+            scores[torch.as_tensor(seen[0], dtype=torch.long, device=self.device),
+                   torch.as_tensor(seen[1], dtype=torch.long, device=self.device)] = -torch.inf
+        return torch.topk(scores, k, dim=1)

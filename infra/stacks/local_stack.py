@@ -15,7 +15,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 TRACKER, REGISTRY, STACK = "mlflow_tracker", "mlflow_registry", "mbprompt-local"
-EXPERIMENTS = ("training_pipeline", "prompt_refresh_pipeline")
+EXPERIMENTS = ("training_pipeline", "prompt_refresh_pipeline", "batch_inference_pipeline")
 
 
 def tracking_uri(mlflow_dir: Path) -> str:

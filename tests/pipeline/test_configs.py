@@ -30,7 +30,12 @@ def _step_params(cfg: dict, step: str) -> dict:
 
 
 def _pipeline_for(path: Path):
-    """configs/prompt_refresh*.yaml configure the daily refresh pipeline; every other config the training one."""
+    """configs/prompt_refresh*.yaml configure the daily refresh pipeline, configs/batch_inference*.yaml the batch
+    recommendations; every other config the training one."""
+    if path.name.startswith("batch_inference"):
+        from pipelines.batch_inference import batch_inference_pipeline
+
+        return batch_inference_pipeline
     if path.name.startswith("prompt_refresh"):
         from pipelines.prompt_refresh import prompt_refresh_pipeline
 
@@ -47,11 +52,12 @@ def _train_step(cfg: dict) -> str:
 @pytest.fixture(scope="module")
 def pipeline_steps(zenml_env) -> dict:
     """Pipeline name -> {invocation name -> step object}, as ZenML composes the real pipelines."""
+    from pipelines.batch_inference import batch_inference_pipeline
     from pipelines.prompt_refresh import prompt_refresh_pipeline
     from pipelines.training import training_pipeline
 
     out = {}
-    for pipe in (training_pipeline, prompt_refresh_pipeline):
+    for pipe in (training_pipeline, prompt_refresh_pipeline, batch_inference_pipeline):
         pipe.prepare(dataset="ml1m", raw_path="data/ml-1m")
         out[pipe.name] = {name: inv.step for name, inv in pipe.invocations.items()}
     # The training pipeline's steps depend on its parameters: tuning adds prompt_tune, a registered base load_base.
