@@ -19,7 +19,7 @@ Column 0 of a full score matrix is the padding id and is never a candidate.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -82,6 +82,43 @@ def n_candidates_full(n_items: int, targets: Tensor, exclude: Tensor | None = No
     excl[:, 0] = False
     excl.scatter_(1, targets.long()[:, None], False)
     return n - excl.sum(dim=1)
+
+
+def ranks_full_chunked(target_scores: Tensor, chunks: Iterable[tuple[int, Tensor]], targets: Tensor, n_items: int,
+                       excluded: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """``ranks_full`` and ``n_candidates_full`` without the [n, n_items + 1] matrices: the scores arrive as column
+    chunks (first item id, [n, c]) covering ids 0..n_items in order, the exclusions as (row, item) pairs.
+
+    ``target_scores`` [n]: each target's own score (the model's ``score_items``), compared with every other item's
+    as ``ranks_full`` compares them (pessimistic ties, NaNs against the target).  A model whose chunked scores and
+    ``score_items`` round differently may rank a near-tie (within float rounding of the target) otherwise than the
+    one-matrix path; models scoring both the same way (the baselines) rank exactly alike."""
+    targets = targets.long()
+    t = torch.nan_to_num(target_scores.float(), nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
+    ranks = torch.zeros(targets.shape, dtype=torch.long, device=targets.device)
+    rows, items = excluded if excluded is not None else (targets.new_zeros(0), targets.new_zeros(0))
+    rows, items = rows.long().to(targets.device), items.long().to(targets.device)
+    end = 0
+    for lo, scores in chunks:
+        if lo != end:
+            raise ValueError(f"ranks_full_chunked: chunk starts at item {lo}, expected {end}")
+        end = lo + scores.shape[1]
+        ahead = _pessimistic(t, scores)[1] >= t[:, None]
+        if lo == 0:
+            ahead[:, 0] = False  # padding is not an item
+        sel = (items >= lo) & (items < end)
+        ahead[rows[sel], items[sel] - lo] = False
+        own = ((targets >= lo) & (targets < end)).nonzero().squeeze(1)
+        ahead[own, targets[own] - lo] = False  # the target does not compete with itself
+        ranks += ahead.sum(dim=1)
+    if end != n_items + 1:
+        raise ValueError(f"ranks_full_chunked: chunks cover items 0..{end - 1}, the catalogue 0..{n_items}")
+    # Distinct excluded items per row, neither padding nor the row's target.
+    keys = torch.unique(rows * (n_items + 1) + items)
+    r, i = keys // (n_items + 1), keys % (n_items + 1)
+    keep = (i != 0) & (i != targets[r])
+    n_excluded = torch.bincount(r[keep], minlength=targets.shape[0])
+    return ranks, n_items - n_excluded
 
 
 def metrics_from_ranks(ranks: Tensor, n_candidates: int | Tensor, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -89,6 +89,26 @@ class Recommender(nn.Module):
                     profiles: Tensor | None = None) -> Tensor:
         """[B, N] histories, candidates [B, C] item ids -> [B, C] scores."""
         raise NotImplementedError
+
+    def score_item_chunks(self, items: Tensor, behaviors: Tensor, chunk: int,
+                          profiles: Tensor | None = None) -> Iterator[tuple[int, Tensor]]:
+        """``score_all`` in column chunks: (first item id, scores [B, c]) for ids 0..c-1, c..2c-1, ... (id 0, the
+        padding, scores -inf), so that full ranking of a large catalogue holds [B, chunk] scores at a time.  Here:
+        slices of ``score_all`` (no memory saved); dot-product models compute the user state once and score each
+        slice of the item table."""
+        scores = self.score_all(items, behaviors, profiles)
+        for lo in range(0, scores.shape[1], chunk):
+            yield lo, scores[:, lo:lo + chunk]
+
+
+def dot_product_chunks(state: Tensor, table: Tensor, chunk: int) -> Iterator[tuple[int, Tensor]]:
+    """(first item id, ``state`` [B, d] @ ``table[lo:lo + chunk]``.T) over the item table [n_items + 1, d]; the
+    padding column (id 0) is -inf."""
+    for lo in range(0, table.shape[0], chunk):
+        scores = state @ table[lo:lo + chunk].T
+        if lo == 0:
+            scores[:, 0] = float("-inf")
+        yield lo, scores
 
 
 class ConfigMixin:
@@ -253,6 +273,10 @@ class NextItemEncoder(Recommender):
         scores = self.user_state(items, behaviors) @ self.output_embeddings().T  # [B, n_items+1]
         scores[:, 0] = float("-inf")
         return scores
+
+    def score_item_chunks(self, items: Tensor, behaviors: Tensor, chunk: int,
+                          profiles: Tensor | None = None) -> Iterator[tuple[int, Tensor]]:
+        return dot_product_chunks(self.user_state(items, behaviors), self.output_embeddings(), chunk)
 
     def score_items(self, items: Tensor, behaviors: Tensor, candidates: Tensor,
                     profiles: Tensor | None = None) -> Tensor:

@@ -27,7 +27,8 @@ import torch
 from torch import Tensor
 
 from components.data.sequences import SequenceDataset, TargetSet
-from components.metrics.ranking import DEFAULT_KS, metrics_from_ranks, n_candidates_full, ranks_full, ranks_sampled
+from components.metrics.ranking import (DEFAULT_KS, metrics_from_ranks, n_candidates_full, ranks_full,
+                                        ranks_full_chunked, ranks_sampled)
 from components.models.base import Recommender
 from components.training.batches import eval_batches
 
@@ -47,6 +48,9 @@ def resolve_device(device: str | torch.device | None, model: object | None = Non
 
 
 HISTORY_ITEMS = ("candidates", "excluded")
+#: Largest [instances x items] score matrix full ranking holds at once (2**26 fp32 scores: 256 MB, plus two bool
+#: masks of that shape); a larger catalogue is ranked in column chunks.
+FULL_RANKING_MAX_SCORES = 1 << 26
 
 
 def history_excluded(data: SequenceDataset) -> bool:
@@ -72,6 +76,7 @@ def evaluate(
     subset: np.ndarray | None = None,
     max_len: int | None = None,
     per_instance: dict | None = None,
+    max_scores: int = FULL_RANKING_MAX_SCORES,
 ) -> dict[str, float]:
     """Metrics of ``model`` on one target set: ``{protocol}_{metric}`` plus ``n`` (instances evaluated).
 
@@ -81,7 +86,9 @@ def evaluate(
     per evaluated instance, in target-set order: ``index`` (row of the target set), ``users``, ``sampled_rank``,
     ``full_rank`` and ``full_candidates`` (the protocols evaluated), for paired comparisons between models.  The model is put in eval mode and given back
     in the mode it came in.  Full ranking holds a [batch_size, n_items + 1] score matrix plus two bool masks of
-    that shape on the device: lower ``batch_size`` for catalogs of millions of items.
+    that shape on the device while that is at most ``max_scores`` entries; beyond, it streams the catalogue in
+    column chunks of ``max_scores // batch_size`` items (``Recommender.score_item_chunks``,
+    ``components.metrics.ranking.ranks_full_chunked``), so memory stays within the budget whatever the catalogue.
     """
     unknown = sorted(set(protocols) - {"sampled", "full"})
     if unknown:
@@ -125,11 +132,19 @@ def evaluate(
                 cands = torch.cat([targets[:, None], b.negatives.to(dev)], dim=1)  # [B, 1+m]
                 s = model.score_items(items, behaviors, cands, profiles).float()  # [B, 1+m]
                 sampled_ranks.append(ranks_sampled(s[:, 0], s[:, 1:]).cpu())
-            if do_full:
+            if do_full and len(targets) * (data.n_items + 1) <= max_scores:
                 scores = model.score_all(items, behaviors, profiles).float()  # [B, n_items+1]
                 exclude = b.exclude_mask(data.n_items, dev) if exclude_history else None
                 full_ranks.append(ranks_full(scores, targets, exclude).cpu())
                 full_cands.append(n_candidates_full(data.n_items, targets, exclude).cpu())
+            elif do_full:  # a catalogue too large for one matrix: stream it in column chunks
+                own = model.score_items(items, behaviors, targets[:, None], profiles)[:, 0]
+                chunks = ((lo, s.float()) for lo, s in model.score_item_chunks(
+                    items, behaviors, max(1, max_scores // len(targets)), profiles))
+                excluded = (b.history_rows.to(dev), b.history_items.to(dev)) if exclude_history else None
+                ranks, cands = ranks_full_chunked(own, chunks, targets, data.n_items, excluded)
+                full_ranks.append(ranks.cpu())
+                full_cands.append(cands.cpu())
     finally:
         model.train(was_training)
 

@@ -45,8 +45,10 @@ def test_every_model_offers_the_whole_contract(name):
     with torch.no_grad():
         full = model.score_all(items, behaviors, profiles)
         some = model.score_items(items, behaviors, candidates, profiles)
+        chunked = torch.cat([s for _, s in model.score_item_chunks(items, behaviors, 7, profiles)], dim=1)
     assert full.shape == (8, N_ITEMS + 1) and torch.isneginf(full[:, 0]).all()
     assert torch.allclose(some, full.gather(1, candidates), atol=1e-5)
+    assert torch.allclose(chunked, full, atol=1e-5, rtol=0) and torch.isneginf(chunked[:, 0]).all()
 
 
 @pytest.mark.slow

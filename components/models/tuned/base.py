@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from components.models import losses
-from components.models.base import Batch, ConfigMixin, Recommender
+from components.models.base import Batch, ConfigMixin, Recommender, dot_product_chunks
 from components.models.tuned.profiles import ProfileEmbedding, profile_table
 
 
@@ -219,6 +219,10 @@ class TunedRecommender(Recommender):
         scores = self.user_state(items, behaviors, profiles) @ self.output_embeddings().T
         scores[:, 0] = float("-inf")
         return scores
+
+    def score_item_chunks(self, items: Tensor, behaviors: Tensor, chunk: int,
+                          profiles: Tensor | None = None) -> Iterator[tuple[int, Tensor]]:
+        return dot_product_chunks(self.user_state(items, behaviors, profiles), self.output_embeddings(), chunk)
 
     def score_items(self, items: Tensor, behaviors: Tensor, candidates: Tensor, profiles: Tensor | None = None) -> Tensor:
         h = self.user_state(items, behaviors, profiles)
