@@ -32,8 +32,7 @@ HISTORY_ITEMS = ("candidates", "excluded")
 def first_occurrence(users: np.ndarray, items: np.ndarray, n_items: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """A lookup ``(users, items) -> index of the user's first event on that item`` (a huge value when never) over
     CSR-ordered events (each user's events contiguous and time-ordered, so the first index is the earliest)."""
-    keys = np.asarray(users, np.int64) * (n_items + 1) + np.asarray(items, np.int64)
-    unique, first = np.unique(keys, return_index=True)
+    unique, first = _first_pairs(np.asarray(users), np.asarray(items), n_items)
     never = np.iinfo(np.int64).max
 
     def lookup(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -44,6 +43,48 @@ def first_occurrence(users: np.ndarray, items: np.ndarray, n_items: int) -> Call
         return np.where(unique[pos] == q, first[pos], never).astype(np.int64)
 
     return lookup
+
+
+#: Rows per slice of :func:`_first_pairs` (positions within a slice take 20 bits of the packed sort key).
+_SLICE_ROWS = 1 << 20
+
+
+def _first_pairs(users: np.ndarray, items: np.ndarray, n_items: int, slice_rows: int = _SLICE_ROWS
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(users * (n_items + 1) + items, return_index=True)``: the sorted distinct (user, item) keys and
+    the index of each one's first event.  With events grouped by user (CSR order: the only order it is called
+    with) it works slice by slice of ~1M rows cut at user boundaries, sorting each slice's packed (key, position)
+    values in place, so its working memory is bounded by a slice and not ~40 B per event."""
+    base = n_items + 1
+    n = users.size
+    if n == 0 or not bool((users[1:] >= users[:-1]).all()):
+        return np.unique(users.astype(np.int64) * base + items.astype(np.int64), return_index=True)
+    uniques, firsts = np.empty(n, np.int64), np.empty(n, np.intp)  # filled up to k: no lists to concatenate
+    a = k = 0
+    while a < n:
+        b = min(n, a + slice_rows)
+        if b < n:  # end the slice at a user boundary (a user longer than a slice gets a slice of its own)
+            b = int(np.searchsorted(users, users[b - 1], side="right"))
+        u0, m = int(users[a]), b - a
+        local = (users[a:b] - u0).astype(np.int64) * base + items[a:b]
+        pos_bits = max(1, (m - 1).bit_length())
+        if (int(users[b - 1]) - u0 + 1) * base > 1 << (63 - pos_bits):  # too wide to pack beside a position
+            uniq, first = np.unique(local, return_index=True)
+        else:
+            local <<= pos_bits
+            local |= np.arange(m, dtype=np.int64)
+            local.sort()
+            key = local >> pos_bits
+            new = np.empty(m, bool)
+            new[0] = True
+            np.not_equal(key[1:], key[:-1], out=new[1:])
+            uniq, first = key[new], local[new] & ((1 << pos_bits) - 1)
+        np.add(uniq, u0 * base, out=uniques[k:k + uniq.size])
+        np.add(first, a, out=firsts[k:k + uniq.size])
+        a, k = b, k + uniq.size
+    if k < n // 2:  # many repeated pairs: do not hold the unused tail
+        return uniques[:k].copy(), firsts[:k].copy()
+    return uniques[:k], firsts[:k]
 
 
 @dataclass

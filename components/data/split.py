@@ -37,7 +37,7 @@ import pyarrow as pa
 from components.data.clean import CleanResult
 from components.data.datasets import default_history_items
 from components.data.schema import BEHAVIOR, ITEM, TIMESTAMP, USER
-from components.data.sequences import HISTORY_ITEMS, SequenceDataset, TargetSet, first_occurrence
+from components.data.sequences import HISTORY_ITEMS, SequenceDataset, TargetSet
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class _Events:
 
     names: list[str]  # behavior names; code = index + 1
     target_codes: list[int]
-    users: np.ndarray  # int64 [n]
+    users: np.ndarray  # int32 [n]
     items: np.ndarray  # int32 [n]
     behaviors: np.ndarray  # int8 [n]
     timestamps: np.ndarray  # int64 [n]
@@ -110,7 +110,7 @@ def _checked_history_items(cfg: SplitConfig, dataset: str | None) -> str:
 def _events(clean: CleanResult, cfg: SplitConfig) -> _Events:
     t = clean.interactions
     names = t.column(BEHAVIOR).chunk(0).dictionary.to_pylist()
-    users = t.column(USER).to_numpy().astype(np.int64)
+    users = t.column(USER).to_numpy()  # int32 (read only: never written, only filtered into new arrays)
     behaviors = (t.column(BEHAVIOR).combine_chunks().indices.to_numpy(zero_copy_only=False) + 1).astype(np.int8)
     if cfg.target_behaviors is None:
         target_codes = list(range(1, len(names) + 1))
@@ -191,16 +191,23 @@ def _target_sets(ev: _Events, instances: dict[str, tuple], sampler: _NegativeSam
                  history_items: str) -> tuple[dict[str, TargetSet], dict[str, int]]:
     """The target sets with their negatives and repeat flags; under ``excluded`` the instances whose target is
     in their own history are dropped (counted per set)."""
-    first_seen = first_occurrence(ev.users, ev.items, n_items)
-    targets, dropped = {}, {}
-    for name, (u, pos, zero_shot) in instances.items():
+    # The first event of each instance's (user, target item), for these pairs only (not a table of every pair).
+    sizes = [u.size for u, _, _ in instances.values()]
+    firsts = np.split(_first_index(ev.users, ev.items, n_items,
+                                   np.concatenate([u for u, _, _ in instances.values()]),
+                                   np.concatenate([ev.items[pos] for _, pos, _ in instances.values()])),
+                      np.cumsum(sizes)[:-1])
+    kept, dropped = {}, {}
+    for (name, (u, pos, zero_shot)), first in zip(instances.items(), firsts):
         zero_shot = np.zeros(u.size, bool) if zero_shot is None else zero_shot
         # A target is a repeat when the user's first event on that item comes before it (zero-shot: no history).
-        repeat = (first_seen(u, ev.items[pos]) < pos) & ~zero_shot
+        repeat = (first < pos) & ~zero_shot
         if history_items == "excluded":
             dropped[name] = int(repeat.sum())
             u, pos, zero_shot, repeat = u[~repeat], pos[~repeat], zero_shot[~repeat], repeat[~repeat]
-        targets[name] = sampler.target_set(u, pos, ev.items, zero_shot=zero_shot, repeat=repeat)
+        kept[name] = (u, pos, zero_shot, repeat)
+    targets = {name: sampler.target_set(u, pos, ev.items, zero_shot=zero_shot, repeat=repeat)
+               for name, (u, pos, zero_shot, repeat) in kept.items()}
     if dropped and any(dropped.values()):
         logger.info("history_items=excluded: dropped %s instances whose target is in their own history", dropped)
     return targets, dropped
@@ -214,11 +221,12 @@ def build_sequences(clean: CleanResult, profiles: pa.Table | None, cfg: SplitCon
     rng = np.random.default_rng(cfg.seed)
     ev = _events(clean, cfg)
     n_users, n_items = len(clean.user_ids), len(clean.item_ids)
-    # Every (user, item) pair ever seen, before any simulated cut: negatives must avoid all of them.
-    seen = np.unique(ev.users * (n_items + 1) + ev.items)
+    # Every (user, item) pair ever seen, before any simulated cut: negatives must avoid all of them (only under
+    # ``excluded``; the keys are sorted and deduplicated in place, which is faster than np.unique's hashing).
+    seen = _unique_pairs(ev.users, ev.items, n_items) if history_items == "excluded" else None
     who = _assign_users(ev, cfg, rng)
     train_end, instances = _instances(ev, who)
-    sampler = _NegativeSampler(seen if history_items == "excluded" else None, n_items, cfg.n_negatives, rng)
+    sampler = _NegativeSampler(seen, n_items, cfg.n_negatives, rng)
     targets, dropped = _target_sets(ev, instances, sampler, n_items, history_items)
 
     fields, vocab, prof = _encode_profiles(profiles, clean.user_ids, n_users)
@@ -239,13 +247,57 @@ def build_sequences(clean: CleanResult, profiles: pa.Table | None, cfg: SplitCon
                          f"{meta['target_behaviors']}; lower split.cold_threshold or pick another target")
     return SequenceDataset(
         n_users=n_users, n_items=n_items, behavior_names=ev.names, target_behaviors=ev.target_codes,
-        offsets=ev.offsets, items=ev.items.astype(np.int32), behaviors=ev.behaviors, timestamps=ev.timestamps,
+        offsets=ev.offsets, items=ev.items.astype(np.int32, copy=False), behaviors=ev.behaviors,
+        timestamps=ev.timestamps,
         train_end=train_end, warm_users=who.warm, cold_tune_users=who.cold_tune.astype(np.int32),
         cold_test_users=who.cold_test.astype(np.int32), targets=targets,
         user_ids=np.concatenate([[""], clean.user_ids.to_numpy(zero_copy_only=False).astype(str)]),
         item_ids=np.concatenate([[""], clean.item_ids.to_numpy(zero_copy_only=False).astype(str)]),
         profile_fields=fields, profile_vocab=vocab, profiles=prof, meta=meta,
     )
+
+
+#: Events per slice of :func:`_first_index`.
+_SLICE_ROWS = 1 << 20
+
+
+def _first_index(users: np.ndarray, items: np.ndarray, n_items: int, q_users: np.ndarray, q_items: np.ndarray,
+                 slice_rows: int = _SLICE_ROWS) -> np.ndarray:
+    """``first_occurrence(users, items, n_items)(q_users, q_items)`` (events in CSR order; int64, a huge value
+    where the pair never occurs), computed for the queried pairs only: the events are scanned slice by slice
+    against the sorted distinct query keys, so memory is bounded by the queries and a slice, not the events."""
+    base = n_items + 1
+    never = np.iinfo(np.int64).max
+    q = q_users.astype(np.int64) * base + q_items
+    keys = np.unique(q)
+    first = np.full(keys.size, never, np.int64)
+    n = users.size
+    for a in range(0, n, slice_rows):
+        b = min(n, a + slice_rows)
+        ev = users[a:b].astype(np.int64) * base + items[a:b]
+        lo, hi = np.searchsorted(keys, [int(ev.min()), int(ev.max())], side="left")
+        sub = keys[lo:hi + 1]
+        if sub.size == 0:
+            continue
+        at = np.searchsorted(sub, ev).clip(max=sub.size - 1)
+        hit = np.flatnonzero(sub[at] == ev)
+        if hit.size == 0:
+            continue
+        k, i = np.unique(at[hit], return_index=True)  # each key's first hit in this slice
+        k += lo
+        first[k] = np.minimum(first[k], hit[i] + a)
+    return first[np.searchsorted(keys, q)]
+
+
+def _unique_pairs(users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
+    """Sorted distinct ``user * (n_items + 1) + item`` keys (what ``np.unique`` of them returns)."""
+    keys = users.astype(np.int64) * (n_items + 1)
+    keys += items
+    keys.sort()
+    new = np.empty(keys.size, bool)
+    new[:1] = True
+    np.not_equal(keys[1:], keys[:-1], out=new[1:])
+    return keys[new]
 
 
 class _NegativeSampler:
@@ -270,6 +322,35 @@ class _NegativeSampler:
                          zero_shot=np.zeros(users.size, bool) if zero_shot is None else zero_shot,
                          repeat=np.zeros(users.size, bool) if repeat is None else np.asarray(repeat, bool))
 
+    #: Rows of candidates checked at a time (the checks' temporaries are ~60 B per candidate).
+    BLOCK_ROWS = 16_384
+
+    def _fill(self, users: np.ndarray, seen: np.ndarray, out: np.ndarray, filled: np.ndarray, todo: np.ndarray,
+              cand: np.ndarray) -> None:
+        """Append to the rows ``todo`` of ``out`` their candidates ``cand`` that are not seen, not repeated and
+        still needed, in draw order."""
+        m, base = self.n_neg, self.n_items + 1
+        u = users[todo].astype(np.int64)[:, None]
+        keys = u * base + cand
+        pos = np.searchsorted(seen, keys).clip(max=seen.size - 1)
+        ok = seen[pos] != keys
+        del keys, pos
+        # Drop repeats within a row and of what the row already holds; keep the draw order (unbiased).
+        have = np.concatenate([out[todo], cand], axis=1)
+        order = np.argsort(have, axis=1, kind="stable")
+        s = np.take_along_axis(have, order, axis=1)
+        dup_sorted = np.zeros_like(s, bool)
+        dup_sorted[:, 1:] = s[:, 1:] == s[:, :-1]
+        dup = np.empty_like(dup_sorted)
+        np.put_along_axis(dup, order, dup_sorted, axis=1)
+        del have, order, s, dup_sorted
+        ok &= ~dup[:, m:]
+        rank = np.cumsum(ok, axis=1) + filled[todo][:, None]
+        take = ok & (rank <= m)
+        rows, cols = np.nonzero(take)
+        out[todo[rows], rank[rows, cols] - 1] = cand[rows, cols]
+        filled[todo] = np.minimum(rank[:, -1], m)
+
     def sample(self, users: np.ndarray, seen: np.ndarray) -> np.ndarray:
         """``n_neg`` distinct items per row of ``users`` (a group id per row), none of them among the sorted
         keys ``seen`` (``group * (n_items + 1) + item``)."""
@@ -281,25 +362,12 @@ class _NegativeSampler:
             if todo.size == 0:
                 return out
             width = 2 * m + 8
-            cand = self.rng.integers(1, self.n_items + 1, size=(todo.size, width))
-            u = users[todo].astype(np.int64)[:, None]
-            keys = u * base + cand
-            pos = np.searchsorted(seen, keys).clip(max=seen.size - 1)
-            ok = seen[pos] != keys
-            # Drop repeats within a row and of what the row already holds; keep the draw order (unbiased).
-            have = np.concatenate([out[todo], cand], axis=1)
-            order = np.argsort(have, axis=1, kind="stable")
-            s = np.take_along_axis(have, order, axis=1)
-            dup_sorted = np.zeros_like(s, bool)
-            dup_sorted[:, 1:] = s[:, 1:] == s[:, :-1]
-            dup = np.empty_like(dup_sorted)
-            np.put_along_axis(dup, order, dup_sorted, axis=1)
-            ok &= ~dup[:, m:]
-            rank = np.cumsum(ok, axis=1) + filled[todo][:, None]
-            take = ok & (rank <= m)
-            rows, cols = np.nonzero(take)
-            out[todo[rows], rank[rows, cols] - 1] = cand[rows, cols]
-            filled[todo] = np.minimum(rank[:, -1], m)
+            # Rows are independent and drawing them block by block gives the same stream as one draw of all rows
+            # (tests/data/test_bounded_memory.py), so the candidates and their checks stay bounded by a block.
+            for b in range(0, todo.size, self.BLOCK_ROWS):
+                rows = todo[b:b + self.BLOCK_ROWS]
+                self._fill(users, seen, out, filled, rows,
+                           self.rng.integers(1, self.n_items + 1, size=(rows.size, width)))
             todo = todo[filled[todo] < m]
         free = self.n_items - np.diff(np.searchsorted(seen, users[todo][:, None].astype(np.int64) * base
                                                       + np.array([0, base])), axis=1).ravel()

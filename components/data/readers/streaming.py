@@ -127,6 +127,7 @@ class _FileState:
     header_lines: int = 0
     columns: list[str] = field(default_factory=list)
     rows_seen: int = 0  # rows the reader yielded (good + bad + blank), for line numbers
+    batches: int = 0
     good: int = 0
     malformed: int = 0
     blank: int = 0
@@ -351,6 +352,17 @@ def _await_release(alive: weakref.ref, path: Path, timeout_s: float = 5.0) -> No
         logger.debug("%s: CSV reader still holds its invalid-row handler after %.0f s", path, timeout_s)
 
 
+#: Every this many batches the Arrow allocator returns the memory of the batches' freed text columns to the OS
+#: (left to itself it keeps a share of it, ~40% of the output's size on 100M Taobao rows).
+_RELEASE_BATCHES = 4
+
+
+def _release_every(n: int, state: _FileState) -> None:
+    state.batches += 1
+    if state.batches % n == 0:
+        pa.default_memory_pool().release_unused()
+
+
 def read_csv_file(path: Path, wanted: list[_Field], *, role: str, tolerance: float, block_size: int,
                   column_names: list[str] | None = None, delimiter: str = ",", quoting: bool = False,
                   labels: dict[str, str] | None = None) -> tuple[dict[str, list[pa.Array]], dict]:
@@ -396,6 +408,8 @@ def read_csv_file(path: Path, wanted: list[_Field], *, role: str, tolerance: flo
                     values = parsed[f.target][0]
                     chunks[f.target].append(values if keep_arr is None else values.filter(keep_arr))
                 bar.update(batch.num_rows)
+                batch = parsed = keep_arr = values = None
+                _release_every(_RELEASE_BATCHES, state)
     except pa.ArrowInvalid as e:
         if "Empty CSV file" in str(e):
             raise EmptyInputError(f"{path}: no {role} rows (empty CSV)", path=path) from e
