@@ -55,15 +55,65 @@ def sample_negatives(labels: np.ndarray, n_items: int, rng: np.random.Generator,
 CE_MAX_LOGITS = 1 << 27
 
 
-def _ce_chunk(h: Tensor, classes: Tensor, y: Tensor) -> Tensor:
+class _SoftmaxCE(torch.autograd.Function):
+    """Summed softmax cross-entropy of h [M, d] over classes [C, d], y [M] in 0..C-1: the value and gradients of
+    ``F.cross_entropy(h @ classes.T, y, reduction="sum")`` with fewer passes over the [M, C] logits, the
+    largest tensor of a full-softmax step (log_softmax + nll_loss write it three times forward and allocate and
+    fill two more in the backward pass).  Forward: logits, their row max, exp in place, row sums, normalised in
+    place to the softmax p (kept); backward: p minus one at each label, in place, times the two matmuls, whose
+    [M, d] and [C, d] results (not the [M, C] matrix) are scaled by the incoming gradient.  Its saved softmax is
+    consumed by the backward pass, which may therefore run once (``retain_graph`` is refused)."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, classes: Tensor, y: Tensor) -> Tensor:
+        logits = h @ classes.T  # [M, C] (under autocast in its compute dtype, which the backward pass reuses)
+        ctx.mm_dtype = logits.dtype
+        p = logits.float()
+        rows = torch.arange(len(y), device=y.device)
+        target = p[rows, y]  # [M]
+        top = p.amax(dim=1, keepdim=True)  # [M, 1]
+        p.sub_(top).exp_()
+        total = p.sum(dim=1, keepdim=True)  # [M, 1]
+        p.div_(total)
+        ctx.save_for_backward(h, classes, y, p)
+        ctx.used = False
+        return (total.log().squeeze(1) + top.squeeze(1) - target).sum()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        if ctx.used:
+            raise RuntimeError("_SoftmaxCE: its backward pass consumes the saved softmax and runs once only")
+        ctx.used = True
+        h, classes, y, p = ctx.saved_tensors
+        p[torch.arange(len(y), device=y.device), y] -= 1.0  # d loss / d logits, before the incoming gradient
+        p = p.to(ctx.mm_dtype)
+        grad_h = grad_classes = None
+        if ctx.needs_input_grad[0]:
+            grad_h = (p @ classes.to(ctx.mm_dtype)).to(h.dtype).mul_(grad)
+        if ctx.needs_input_grad[1]:
+            grad_classes = (p.T @ h.to(ctx.mm_dtype)).to(classes.dtype).mul_(grad)
+        return grad_h, grad_classes, None
+
+
+def _ce_sum(h: Tensor, classes: Tensor, y: Tensor) -> Tensor:
+    """``F.cross_entropy(h @ classes.T, y, reduction="sum")``, in fewer passes when gradients are needed on CPU
+    (measured there; on GPUs, where autocast also applies, the library's kernels are kept)."""
+    if h.device.type == "cpu" and torch.is_grad_enabled() and (h.requires_grad or classes.requires_grad):
+        return _SoftmaxCE.apply(h, classes, y)
     return F.cross_entropy((h @ classes.T).float(), y, reduction="sum")
+
+
+def _ce_chunk(h: Tensor, classes: Tensor, y: Tensor) -> Tensor:
+    return _ce_sum(h, classes, y)
 
 
 def _softmax_ce(h: Tensor, classes: Tensor, y: Tensor, max_logits: int) -> Tensor:
     """Mean softmax cross-entropy of h [M, d] over every row of classes [C, d]; y [M] in 0..C-1."""
     m, c = h.shape[0], classes.shape[0]
-    if m * c <= max_logits or m == 0:
-        return F.cross_entropy((h @ classes.T).float(), y)
+    if m == 0:
+        return F.cross_entropy((h @ classes.T).float(), y)  # nan, as the mean over no position is
+    if m * c <= max_logits:
+        return _ce_sum(h, classes, y) / m
     rows = max(1, max_logits // c)
     total = h.new_zeros((), dtype=torch.float32)
     for start in range(0, m, rows):

@@ -22,6 +22,7 @@ Choices the paper leaves open, made here:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -47,6 +48,35 @@ class SASRecConfig(EncoderConfig):
         return problems
 
 
+def dropout_keep_mask(shape: tuple[int, ...], p: float, device: torch.device) -> Tensor:
+    """bool mask of ``shape``, each entry False (dropped) with probability ``round(p * 2**16) / 2**16`` (within
+    2**-17 of p), drawn from torch's global generator of ``device``: four 16-bit draws per 64-bit random number,
+    which on CPU costs a quarter of ``bernoulli_``'s (the attention weights' dropout mask is [B, heads, N, N],
+    the largest random draw of a training step)."""
+    n = math.prod(shape)
+    bits = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
+    return (bits.view(torch.int16)[:n] >= round(p * 65536) - 32768).view(shape)
+
+
+class Dropout(nn.Module):
+    """``nn.Dropout`` with its mask from ``dropout_keep_mask`` on CPU (a quarter of the random draws, one pass
+    fewer); ``F.dropout`` elsewhere."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if x.device.type != "cpu":  # a fused kernel there
+            return F.dropout(x, self.p, training=True)
+        return x.masked_fill(~dropout_keep_mask(x.shape, self.p, x.device), 0.0) * (1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: SASRecConfig):
         super().__init__()
@@ -54,7 +84,7 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)  # q, k, v in one matmul
         self.proj = nn.Linear(cfg.hidden, cfg.hidden)
         self.dropout = cfg.dropout
-        self.resid_drop = nn.Dropout(cfg.dropout)
+        self.resid_drop = Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
         # x [B, N, d]; allowed [B, 1, N, N] bool, True where query i may attend to key j
@@ -63,10 +93,24 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, N, self.n_heads, d // self.n_heads).transpose(1, 2)  # [B, nh, N, hs]
         k = k.view(B, N, self.n_heads, d // self.n_heads).transpose(1, 2)  # [B, nh, N, hs]
         v = v.view(B, N, self.n_heads, d // self.n_heads).transpose(1, 2)  # [B, nh, N, hs]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
-                                           dropout_p=self.dropout if self.training else 0.0)  # [B, nh, N, hs]
+        if self.training and self.dropout > 0 and x.device.type == "cpu":  # (GPUs: SDPA's fused kernels)
+            y = self._attend_with_dropout(q, k, v, allowed)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
+                                               dropout_p=self.dropout if self.training else 0.0)  # [B, nh, N, hs]
         y = y.transpose(1, 2).contiguous().view(B, N, d)  # [B, N, d]
         return self.resid_drop(self.proj(y))
+
+    def _attend_with_dropout(self, q: Tensor, k: Tensor, v: Tensor, allowed: Tensor) -> Tensor:
+        """softmax(q k^T / sqrt(hs), over allowed keys) with dropout on the weights, @ v: what
+        ``scaled_dot_product_attention(..., dropout_p)`` computes, in fewer passes over the [B, nh, N, N] weights
+        on CPU (whose SDPA then takes its unfused path): the mask is drawn by ``dropout_keep_mask``, blocked keys
+        are filled in place, and the 1 / (1 - p) rescaling is applied to v ([B, nh, N, hs], hs << N)."""
+        scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)  # [B, nh, N, N]
+        scores.masked_fill_(~allowed, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        weights = weights.masked_fill(~dropout_keep_mask(weights.shape, self.dropout, weights.device), 0.0)
+        return weights @ (v * (1.0 / (1.0 - self.dropout)))  # [B, nh, N, hs]
 
 
 class FeedForward(nn.Module):
@@ -75,7 +119,7 @@ class FeedForward(nn.Module):
         inner = cfg.ffn_mult * cfg.hidden
         self.fc = nn.Linear(cfg.hidden, inner)
         self.out = nn.Linear(inner, cfg.hidden)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.drop(self.out(self.drop(F.relu(self.fc(x)))))
@@ -103,6 +147,7 @@ class SASRec(NextItemEncoder):
         super().__init__()
         self.config = cfg
         self._build_embeddings(cfg.n_items, cfg.n_behaviors, cfg.max_len, cfg.hidden, cfg.dropout, cfg.use_behavior)
+        self.emb_drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.hidden)
         self.reset_parameters()

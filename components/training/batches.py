@@ -42,6 +42,7 @@ def training_batches(
     train_on: Literal["target", "all"] = "target",
     with_users: bool = False,
     zero_shot: bool = False,
+    length_buckets: bool = False,
 ) -> Iterator[tuple[Tensor, ...]]:
     """Shuffled next-item batches over the training prefixes of ``users``.
 
@@ -59,6 +60,14 @@ def training_batches(
     back to the first event (a prefix of at most ``max_len`` events) and that event is of a target behavior (what
     a zero-shot test instance asks for).  Being an ordinary labelled position, its sampled negative is drawn and
     checked like every other; and a user whose single training event is such an example is kept.
+
+    ``length_buckets`` groups users of similar history length into the same batch and cuts each batch's leading
+    columns that hold padding only and carry no label, so a batch is as wide as its longest row needs (L <= max_len
+    varies by batch).  The users are shuffled as without it, then each pool of ``BUCKET_POOL`` batches' users is
+    sorted by the width its rows need (stable: ties stay in shuffled order) and cut into batches, and the order of
+    all batches is shuffled; every draw comes from ``rng``, so the epoch is reproducible from the seed, and there
+    are as many batches of the same sizes as without it.  Positions count from each row's first real event
+    (``positions_from_first_event``), so the cut columns change no output (tests/models/test_trim.py).
     """
     if train_on not in ("target", "all"):
         raise ValueError(f"training_batches: train_on must be 'target' or 'all', got {train_on!r}")
@@ -67,8 +76,11 @@ def training_batches(
     users = training_users(data, users, zero_shot)
     order = users[rng.permutation(len(users))]
     targets = np.asarray(data.target_behaviors, dtype=np.int64)
-    for lo in range(0, len(order), batch_size):
-        u = order[lo:lo + batch_size]
+    chunks = [order[lo:lo + batch_size] for lo in range(0, len(order), batch_size)]
+    if length_buckets:
+        width = np.minimum(data.train_end[order] - data.offsets[order], max_len + 1)  # events a row's window holds
+        chunks = _length_buckets(order, width, batch_size, rng)
+    for u in chunks:
         win_items, win_beh = gather_windows(data, data.offsets[u], data.train_end[u], max_len + 1)  # [B, L+1]
         items, behaviors = win_items[:, :-1], win_beh[:, :-1]
         labels, label_beh = win_items[:, 1:], win_beh[:, 1:]
@@ -82,9 +94,31 @@ def training_batches(
             rows = np.arange(len(u))
             zero = reach & np.isin(label_beh[rows, col], targets)
             mask[rows[zero], col[zero]] = True
+        if length_buckets:  # cut the leading columns that are padding in every row and labelled in none
+            first = int(np.argmax(((items != 0) | mask).any(axis=0)))
+            items, behaviors, labels, mask = items[:, first:], behaviors[:, first:], labels[:, first:], mask[:, first:]
         batch = (torch.from_numpy(np.ascontiguousarray(items)), torch.from_numpy(np.ascontiguousarray(behaviors)),
                  torch.from_numpy(np.ascontiguousarray(labels)), torch.from_numpy(mask))
         yield (*batch, torch.from_numpy(u.astype(np.int64))) if with_users else batch
+
+
+#: Batches per pool that ``training_batches(length_buckets=True)`` sorts by length: users are grouped with the
+#: ``BUCKET_POOL * batch_size`` around them in the epoch's shuffled order, so a batch's members still change from
+#: epoch to epoch while widths inside a batch stay close.
+BUCKET_POOL = 16
+
+
+def _length_buckets(order: np.ndarray, length: np.ndarray, batch_size: int,
+                    rng: np.random.Generator) -> list[np.ndarray]:
+    """Users in ``order`` (already shuffled), grouped into batches of similar ``length`` (see training_batches);
+    the batch sizes are those of cutting ``order`` in order, only the batches' order is shuffled."""
+    pool = BUCKET_POOL * batch_size
+    chunks = []
+    for lo in range(0, len(order), pool):
+        part = order[lo:lo + pool]
+        part = part[np.argsort(length[lo:lo + pool], kind="stable")]
+        chunks += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    return [chunks[i] for i in rng.permutation(len(chunks))]
 
 
 @dataclass

@@ -86,6 +86,11 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     num_threads: int | None = None  # torch intra-op threads on CPU (process-wide setting)
     progress: bool = True  # tqdm bar per epoch (auto-hidden when stderr is not a terminal)
+    #: Batches of users with similar history lengths, each cut to the width its longest row needs
+    #: (``training_batches(length_buckets=True)``): the same model outputs per row, far less padding computed;
+    #: each step's loss is scaled by its share of labelled positions (``_labels_per_batch``).  Off by default:
+    #: it changes the batches, hence the random draws and the numbers of a seeded run.
+    length_buckets: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -137,6 +142,8 @@ def _resume_key(cfg: TrainConfig) -> dict:
     d = cfg.to_dict()
     for k in _RESUME_FREE_FIELDS:
         d.pop(k, None)
+    if not d.get("length_buckets"):
+        d.pop("length_buckets", None)  # off computes what runs before the option did: their checkpoints match
     return d
 
 
@@ -168,7 +175,9 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+    # foreach: one multi-tensor kernel per update op instead of a Python loop over parameters; the same numbers,
+    # bit for bit, as the loop (tests/models/test_trainer.py).  (fused=True is not: it rounds differently.)
+    return torch.optim.AdamW(groups, lr=cfg.lr, foreach=True)
 
 
 # ---- data parallelism -------------------------------------------------------------------------------------------
@@ -235,6 +244,8 @@ class _Run:
     users: np.ndarray  # the training users (before sharding)
     zero_shot: bool
     ckpt_path: Path | None
+    #: length_buckets: labelled positions of an average batch of plain batching (see ``_labels_per_batch``)
+    labels_per_batch: float | None = None
     state: dict = field(default_factory=lambda: {
         "epoch": 0, "best_metric": None, "best_epoch": 0, "best_state": None, "bad_evals": 0, "history": [],
         "stopped_early": False})
@@ -276,7 +287,23 @@ def _start(model: Recommender, data: SequenceDataset, cfg: TrainConfig, checkpoi
     rng = np.random.default_rng(cfg.seed if world == 1 else [cfg.seed, rank])
     torch.manual_seed(cfg.seed if world == 1 else cfg.seed + 7919 * rank)  # dropout: torch's global generator
     return _Run(model, data, cfg, device, rank, world, optimizer, scaler, use_amp, amp_dtype, rng,
-                train_users, zero_shot, Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None)
+                train_users, zero_shot, Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None,
+                _labels_per_batch(data, train_users, model.max_len, cfg, world, zero_shot)
+                if cfg.length_buckets else None)
+
+
+def _labels_per_batch(data: SequenceDataset, users: np.ndarray, max_len: int, cfg: TrainConfig, world: int,
+                      zero_shot: bool) -> float:
+    """Labelled positions per batch of an epoch, on average (the same with or without length buckets: they regroup
+    the rows, not the labels).  Length-bucketed batches hold very different numbers of labelled positions (short
+    histories together, long ones together); a step's loss, a mean over its positions, is scaled by its count over
+    this average, so every labelled position weighs in an epoch what it weighs under plain batching (otherwise the
+    positions of short histories would count several times more, and the model learns measurably slower per
+    epoch).  One pass of numpy batch building with a generator of its own (the run's draws are untouched)."""
+    labels = sum(int(mask.sum()) for *_, mask in training_batches(
+        data, users, max_len, 4096, np.random.default_rng(0), cfg.train_on, zero_shot=zero_shot))
+    steps = math.ceil(len(users) // world / cfg.batch_size)
+    return max(labels / world / max(steps, 1), 1.0)
 
 
 def _resume(run: _Run) -> bool:
@@ -324,7 +351,7 @@ def _batches(run: _Run, shard: np.ndarray, profile_rows: np.ndarray | None, step
     avoid_history = history_excluded(data)
     for step, (items, behaviors, labels, mask, *batch_users) in enumerate(training_batches(
             data, shard, run.model.max_len, cfg.batch_size, run.rng, cfg.train_on,
-            with_users=profile_rows is not None, zero_shot=run.zero_shot)):
+            with_users=profile_rows is not None, zero_shot=run.zero_shot, length_buckets=cfg.length_buckets)):
         if step >= steps:
             break
         profiles = torch.from_numpy(profile_rows[batch_users[0].numpy()]) if profile_rows is not None else None
@@ -345,7 +372,8 @@ def _step(run: _Run, batch: Batch) -> float | None:
     if labelled:
         with torch.autocast(device_type=run.device.type, dtype=run.amp_dtype, enabled=run.use_amp):
             loss = run.model.loss(batch.to(run.device), run.cfg.loss)
-        run.scaler.scale(loss).backward()
+        weighted = loss if run.labels_per_batch is None else loss * (int(batch.mask.sum()) / run.labels_per_batch)
+        run.scaler.scale(weighted).backward()
     # Every rank joins every step's collective, labelled batch or not (the others would hang), and applies the
     # same averaged gradient, so the weights stay equal on all ranks.
     if run.world > 1 and not _all_reduce_grads(run.model, labelled):

@@ -278,6 +278,56 @@ def test_chunked_softmax_loss_equals_the_plain_one_in_value_and_gradient():
     assert values[0] > 0 and grads[0][1].abs().sum() > 0
 
 
+def test_softmax_loss_equals_cross_entropy_in_value_and_gradient():
+    """The full-softmax loss's own autograd function (fewer passes over the logits) computes what
+    F.cross_entropy does, value and both gradients; its backward pass runs once."""
+    import torch.nn.functional as F
+
+    from components.models.losses import next_item_loss
+
+    gen = torch.Generator().manual_seed(4)
+    hidden = torch.randn(5, 11, 16, generator=gen) * 3
+    table = torch.randn(301, 16, generator=gen)
+    labels = torch.randint(1, 301, (5, 11), generator=gen)
+    mask = torch.rand(5, 11, generator=gen) > 0.3
+    h, t = hidden.clone().requires_grad_(), table.clone().requires_grad_()
+    loss = next_item_loss(h, t, labels, mask, "ce")
+    (loss * 2.5).backward(retain_graph=True)
+    rh, rt = hidden.clone().requires_grad_(), table.clone().requires_grad_()
+    ref = F.cross_entropy(rh[mask] @ rt[1:].T, labels[mask] - 1)
+    (ref * 2.5).backward()
+    torch.testing.assert_close(loss, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(h.grad, rh.grad, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(t.grad, rt.grad, atol=1e-6, rtol=1e-5)
+    with pytest.raises(RuntimeError, match="runs once"):
+        loss.backward()
+    with torch.no_grad():  # evaluation: the plain path
+        torch.testing.assert_close(next_item_loss(hidden, table, labels, mask, "ce"), ref.detach(), atol=1e-5,
+                                   rtol=1e-5)
+
+
+def test_optimizer_foreach_equals_the_per_parameter_loop(data):
+    """build_optimizer's multi-tensor AdamW updates every weight exactly as the per-parameter loop does."""
+    from components.training.trainer import build_optimizer
+
+    cfg = quick_cfg(weight_decay=0.1)
+    models = [sasrec(data), sasrec(data)]
+    fast = build_optimizer(models[0], cfg)
+    assert all(g["foreach"] for g in fast.param_groups)
+    loop = build_optimizer(models[1], cfg)
+    for g in loop.param_groups:
+        g["foreach"] = False
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        for pa, pb in zip(models[0].parameters(), models[1].parameters()):
+            pa.grad = torch.randn(pa.shape, generator=gen)
+            pb.grad = pa.grad.clone()
+        fast.step()
+        loop.step()
+    for pa, pb in zip(models[0].parameters(), models[1].parameters()):
+        assert torch.equal(pa, pb)
+
+
 def test_checkpoint_key_follows_code_not_imports():
     """The key of a pre-training checkpoint covers the training and model source on disk, the same in any process."""
     from components.training.pretrain import checkpoint_key, code_key
