@@ -31,18 +31,18 @@ from components.data import prepare
 from components.data.clean import CleanResult
 from components.models.registry import build_model
 from components.serving import batch
-from components.serving.recommender import Recommender, write_bundle
+from components.serving.recommender import ServedModel, write_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _recommender(tmp: Path, n_items: int, behaviors: list[str], item_ids: list[str], **config) -> Recommender:
+def _recommender(tmp: Path, n_items: int, behaviors: list[str], item_ids: list[str], **config) -> ServedModel:
     config = {"n_items": n_items, "n_behaviors": len(behaviors), **config}
     model = build_model("sasrec", config)
     files = write_bundle(tmp, architecture="sasrec", config=config, state_dict=model.state_dict(),
                          behavior_names=behaviors, target_behaviors=behaviors[-1:], item_ids=item_ids,
                          history_items="excluded")
-    return Recommender(files["weights"], files["model"], files["items"])
+    return ServedModel(files["weights"], files["model"], files["items"])
 
 
 def _peak_rss_mb() -> float:

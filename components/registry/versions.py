@@ -2,7 +2,7 @@
 with it (``weights.safetensors``, ``model.json``, ``items.json``) and returns a
 ``components.training.refresh.ChampionBase``: the TrainedModel, its vocabularies and where it is registered.
 Without a version it loads the champion: the base the daily refresh re-tunes and prompt tuning starts from.
-``load_served`` loads a version as the served model does (``components.serving.recommender.Recommender``, a tuned
+``load_served`` loads a version as the served model does (``components.serving.recommender.ServedModel``, a tuned
 model's frozen base fetched and checked): what batch recommendations score with."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from components.models.trained import TrainedModel
 from components.registry import store
 from components.registry.names import BUNDLE_FILES, CHAMPION
-from components.serving.recommender import Recommender
+from components.serving.recommender import ServedModel
 from components.training.refresh import ChampionBase
 
 logger = logging.getLogger(__name__)
@@ -68,12 +68,12 @@ def load_version(name: str, version: str | int | None = None, tracking_uri: str 
 
 @dataclass
 class ServedVersion:
-    """A registered version loaded as the served model: its ``Recommender`` and where it is registered."""
+    """A registered version loaded as the served model: its ``ServedModel`` and where it is registered."""
 
     name: str
     version: str
     run_id: str
-    recommender: Recommender
+    recommender: ServedModel
     tags: dict = field(default_factory=dict)
 
     def describe(self) -> dict:
@@ -86,7 +86,7 @@ class ServedVersion:
 
 def load_served(name: str, version: str | int | None = None, tracking_uri: str | None = None,
                 device: str = "cpu") -> ServedVersion:
-    """Version ``version`` of ``name`` (None: the champion) as the served pyfunc loads it: a ``Recommender`` over
+    """Version ``version`` of ``name`` (None: the champion) as the served pyfunc loads it: a ``ServedModel`` over
     the version's bundle, with a frozen base's weights fetched from the registry (digest checked)."""
     version = _resolve(name, version, tracking_uri)
     mv = MlflowClient(tracking_uri).get_model_version(name, version)
@@ -98,7 +98,7 @@ def load_served(name: str, version: str | int | None = None, tracking_uri: str |
             raise FileNotFoundError(f"{name} v{version} lacks {sorted(missing)}: not a registered recommender")
         meta = json.loads(files["model.json"].read_text())
         base = store.fetch_base_weights(meta["base"], tracking_uri) if meta.get("base") else None
-        recommender = Recommender(files["weights.safetensors"], files["model.json"], files["items.json"],
+        recommender = ServedModel(files["weights.safetensors"], files["model.json"], files["items.json"],
                                   device=device, base_weights=base)
     logger.info("loaded %s v%s for serving (%d items)", name, version, len(recommender.item_ids) - 1)
     return ServedVersion(name=name, version=version, run_id=mv.run_id, recommender=recommender, tags=dict(mv.tags))

@@ -4,11 +4,11 @@ histories -> top-K chunks -> Parquet writer:
 
 - :func:`histories_from_clean` expresses cleaned interactions (``components.data.clean.CleanResult``) in a served
   model's own id space (its item list and behavior names): events on items or behaviors the model does not know
-  are dropped and counted, every user keeps his whole history (time-ordered), and users of ``users`` that have no
+  are dropped and counted, every user keeps their whole history (time-ordered), and users of ``users`` that have no
   known event left (cleaned away, or only unknown items) get an empty history: the model's zero-shot answer.
   A model that reads user profiles gets each user's profile codes from the profile table, or is refused.
 - :func:`recommend_chunks` scores users in chunks of ``chunk_size`` through the served model's scoring core
-  (``Recommender.top_k``, the one ``recommend`` uses, so the rows equal the served model's answers): exact top-K
+  (``ServedModel.top_k``, the one ``recommend`` uses, so the rows equal the served model's answers): exact top-K
   over the whole catalogue, history items excluded when the model was evaluated that way (``history_items``).
   Memory is one chunk's scores (``score_batch`` x n_items floats), whatever the number of users.
 - :func:`write_dataset` writes each chunk as one Parquet part file into a hidden temporary folder beside
@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from components.data.clean import CleanResult
 from components.data.schema import BEHAVIOR, ITEM, USER
-from components.serving.recommender import Recommender
+from components.serving.recommender import ServedModel
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ def window(histories: UserHistories, start: int, stop: int, max_len: int) -> tup
     return items, behs
 
 
-def recommend_chunks(recommender: Recommender, histories: UserHistories, *, k: int = 10,
+def recommend_chunks(recommender: ServedModel, histories: UserHistories, *, k: int = 10,
                      exclude_seen: bool | None = None, chunk_size: int = 10_000,
                      score_batch: int | None = None) -> Iterator[tuple[pa.Array, np.ndarray, np.ndarray]]:
     """(user ids, top item ids [n, k] as contiguous ids, scores [n, k]) per chunk of ``chunk_size`` users, best
@@ -321,7 +321,7 @@ def is_complete(output_path: str | Path) -> bool:
     return (Path(output_path) / SUCCESS_FILE).is_file()
 
 
-def batch_recommend(recommender: Recommender, histories: UserHistories, output_path: str | Path, *,
+def batch_recommend(recommender: ServedModel, histories: UserHistories, output_path: str | Path, *,
                     model_name: str, model_version: str, k: int = 10, exclude_seen: bool | None = None,
                     chunk_size: int = 10_000, score_batch: int | None = None, generated_at: datetime | None = None,
                     sample_size: int = 5) -> BatchReport:

@@ -20,7 +20,7 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from components.registry.store import fetch_base_weights
-from components.serving.recommender import Recommender
+from components.serving.recommender import ServedModel
 
 
 def _present(value) -> bool:
@@ -32,7 +32,7 @@ class SequentialRecommenderModel(PythonModel):
         a = context.artifacts
         meta = json.loads(Path(a["model"]).read_text())
         base = fetch_base_weights(meta["base"]) if meta.get("base") else None  # a tuned model's frozen base
-        self.recommender = Recommender(a["weights"], a["model"], a["items"], base_weights=base)
+        self.recommender = ServedModel(a["weights"], a["model"], a["items"], base_weights=base)
 
     def predict(self, context, model_input, params=None):
         params = params or {}

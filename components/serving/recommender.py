@@ -1,4 +1,5 @@
-"""The served recommender: original item ids in, top-K original item ids out.
+"""The served model, ``ServedModel`` (around a torch ``components.models.base.Recommender``): original item ids
+in, top-K original item ids out.
 
 Kept free of MLflow so it can be tested and used on its own; ``pyfunc_model.py`` wraps it for MLflow.
 Files it reads (the registered model's artifacts): ``weights.safetensors``, ``model.json`` (architecture,
@@ -54,7 +55,7 @@ def write_bundle(directory: Path, *, architecture: str, config: dict, state_dict
             "items": str(directory / "items.json")}
 
 
-class Recommender:
+class ServedModel:
     """Top-K from a bundle.  A tuned model (``method`` set) also reads each user's profile; when its bundle
     stores only the tuned modules (frozen base), ``base_weights`` is the base version's weights file."""
 

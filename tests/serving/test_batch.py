@@ -16,7 +16,7 @@ import pytest
 from components.data import prepare
 from components.data.schema import BEHAVIOR_TYPE
 from components.serving import batch
-from components.serving.recommender import Recommender, write_bundle
+from components.serving.recommender import ServedModel, write_bundle
 from components.training.pretrain import pretrain_model
 from tests.models.synthetic import one_torch_thread  # noqa: F401  (fixture)
 
@@ -48,7 +48,7 @@ RULES = {"min_user_events": 5, "min_item_events": 2}
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Recommender:
+def served(tmp_path_factory) -> ServedModel:
     raw = _raw()
     cleaned = prepare.clean(raw, RULES)
     data = prepare.split(cleaned, None, prepare.split_config(3, {"n_negatives": 20, "history_items": "excluded"}))
@@ -60,7 +60,7 @@ def served(tmp_path_factory) -> Recommender:
                          behavior_names=data.behavior_names,
                          target_behaviors=[data.behavior_names[c - 1] for c in data.target_behaviors],
                          item_ids=[str(x) for x in data.item_ids.tolist()], history_items="excluded")
-    return Recommender(files["weights"], files["model"], files["items"])
+    return ServedModel(files["weights"], files["model"], files["items"])
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def fresh() -> pa.Table:
     return pa.concat_tables([raw, extra.cast(raw.schema)])
 
 
-def _histories(fresh: pa.Table, served: Recommender) -> tuple[batch.UserHistories, prepare.CleanResult]:
+def _histories(fresh: pa.Table, served: ServedModel) -> tuple[batch.UserHistories, prepare.CleanResult]:
     cleaned = prepare.clean(fresh, RULES)
     h = batch.histories_from_clean(cleaned, served.item_ids, served.behavior_names, users=batch.all_users(fresh))
     return h, cleaned
@@ -190,7 +190,7 @@ def test_a_profile_reading_tuned_model_gets_each_users_profile(tmp_path):
     files = write_bundle(tmp_path / "b", architecture="sasrec", method="ppr_light", config=cfg,
                          state_dict=model.state_dict(), behavior_names=names, target_behaviors=["c"],
                          item_ids=[""] + [f"x{i}" for i in range(1, 41)], history_items="excluded")
-    served = Recommender(files["weights"], files["model"], files["items"])
+    served = ServedModel(files["weights"], files["model"], files["items"])
     assert served.profile_fields == PROFILE_FIELDS
     rng = np.random.default_rng(1)
     n = 12
