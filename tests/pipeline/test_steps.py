@@ -265,8 +265,11 @@ def test_stage_parameters_are_what_the_compiled_pipeline_hands_the_steps(name, z
     from pipelines.training import training_pipeline
 
     path = REPO / "configs" / f"{name}.yaml"
-    snapshot = training_pipeline.with_options(config_path=str(path)).create_snapshot(
-        name=f"stage-parameters-{name}-{uuid.uuid4().hex[:8]}")
+    pipeline = training_pipeline.with_options(config_path=str(path))
+    # Prepare explicitly: create_snapshot skips preparing a pipeline that already holds invocations, and the
+    # module's pipeline object holds those of whichever run prepared it earlier in the session (another config).
+    pipeline.prepare()
+    snapshot = pipeline.create_snapshot(name=f"stage-parameters-{name}-{uuid.uuid4().hex[:8]}")
     expected = prepare.stage_parameters(yaml.safe_load(path.read_text()))
     steps = {"ingest": ingest, "validate": validate, "clean": clean, "split": split}
     assert set(expected) == set(steps)
