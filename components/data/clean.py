@@ -10,6 +10,7 @@ and writes them into the report, so a user can see where their data went.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -177,18 +178,26 @@ def _np(chunk: pa.Array) -> np.ndarray:
 def _gather(chunks: list[pa.Array], keep: np.ndarray | None, dtype: type, n: int) -> np.ndarray:
     """The kept rows of the chunks as one new array; each chunk is let go once copied."""
     out = np.empty(n, dtype)
+    for dst, v in _kept_chunks(chunks, keep):
+        out[dst:dst + v.size] = v
+    return out
+
+
+def _kept_chunks(chunks: list[pa.Array], keep: np.ndarray | None) -> Iterator[tuple[int, np.ndarray]]:
+    """(offset in the output, kept values) of each chunk in turn; each chunk is let go once read (and Arrow's
+    memory handed back every ``_RELEASE_CHUNKS`` chunks)."""
     src = dst = 0
     for j in range(len(chunks)):
         v = _np(chunks[j])
         m = v.size
         if keep is not None:
             v = v[keep[src:src + m]]
-        out[dst:dst + v.size] = v
+        chunks[j] = None
+        yield dst, v
         src, dst = src + m, dst + v.size
-        chunks[j] = v = None
+        v = None
         if j % _RELEASE_CHUNKS == _RELEASE_CHUNKS - 1:
             _release()
-    return out
 
 
 def _same_dictionary(a: pa.Array, b: pa.Array) -> bool:
@@ -251,17 +260,8 @@ def _dense_int_encode(col: pa.ChunkedArray, keep: np.ndarray | None, n: int
     rank = np.cumsum(present, dtype=np.int32)
     rank -= 1  # rank[v - lo]: code of value v, 0-based in sorted order
     out = np.empty(n, np.int32)
-    src = dst = 0
-    for j in range(len(chunks)):
-        v = _np(chunks[j])
-        m = v.size
-        if keep is not None:
-            v = v[keep[src:src + m]]
+    for dst, v in _kept_chunks(chunks, keep):
         np.take(rank, v - lo, out=out[dst:dst + v.size])
-        src, dst = src + m, dst + v.size
-        chunks[j] = v = None
-        if j % _RELEASE_CHUNKS == _RELEASE_CHUNKS - 1:
-            _release()
     values = pa.array(np.flatnonzero(present) + lo, pa.int64())
     return out, values.cast(pa.string())
 

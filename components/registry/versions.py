@@ -10,7 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from mlflow import MlflowClient
 
@@ -40,11 +44,10 @@ def _resolve(name: str, version: str | int | None, tracking_uri: str | None) -> 
     return str(version)
 
 
-def load_version(name: str, version: str | int | None = None, tracking_uri: str | None = None) -> ChampionBase:
-    """Version ``version`` of ``name`` (None: the champion) with its weights, config and vocabularies.  Raises
-    NoChampionError when no version is named and ``name`` has no champion."""
-    from safetensors.torch import load_file
-
+@contextmanager
+def _bundle(name: str, version: str | int | None, tracking_uri: str | None) -> Iterator[tuple[Any, dict[str, Path]]]:
+    """(the model version, its bundle files by name) of ``version`` (None: the champion), downloaded into a
+    temporary folder that lives as long as the context."""
     version = _resolve(name, version, tracking_uri)
     mv = MlflowClient(tracking_uri).get_model_version(name, version)
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,6 +56,16 @@ def load_version(name: str, version: str | int | None = None, tracking_uri: str 
         missing = set(BUNDLE_FILES) - set(files)
         if missing:
             raise FileNotFoundError(f"{name} v{version} lacks {sorted(missing)}: not a registered recommender")
+        yield mv, files
+
+
+def load_version(name: str, version: str | int | None = None, tracking_uri: str | None = None) -> ChampionBase:
+    """Version ``version`` of ``name`` (None: the champion) with its weights, config and vocabularies.  Raises
+    NoChampionError when no version is named and ``name`` has no champion."""
+    from safetensors.torch import load_file
+
+    with _bundle(name, version, tracking_uri) as (mv, files):
+        version = str(mv.version)
         meta = json.loads(files["model.json"].read_text())
         item_ids = json.loads(files["items.json"].read_text())
         state = {k: v.clone() for k, v in load_file(str(files["weights.safetensors"])).items()}
@@ -88,14 +101,8 @@ def load_served(name: str, version: str | int | None = None, tracking_uri: str |
                 device: str = "cpu") -> ServedVersion:
     """Version ``version`` of ``name`` (None: the champion) as the served pyfunc loads it: a ``ServedModel`` over
     the version's bundle, with a frozen base's weights fetched from the registry (digest checked)."""
-    version = _resolve(name, version, tracking_uri)
-    mv = MlflowClient(tracking_uri).get_model_version(name, version)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = store.download_version(name, version, tmp, tracking_uri)
-        files = {p.name: p for p in local.rglob("*") if p.name in BUNDLE_FILES}
-        missing = set(BUNDLE_FILES) - set(files)
-        if missing:
-            raise FileNotFoundError(f"{name} v{version} lacks {sorted(missing)}: not a registered recommender")
+    with _bundle(name, version, tracking_uri) as (mv, files):
+        version = str(mv.version)
         meta = json.loads(files["model.json"].read_text())
         base = store.fetch_base_weights(meta["base"], tracking_uri) if meta.get("base") else None
         recommender = ServedModel(files["weights.safetensors"], files["model.json"], files["items.json"],
