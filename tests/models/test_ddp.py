@@ -133,6 +133,7 @@ def _grad_worker(rank: int, world: int, init_file: str, out: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two processes and a gloo group: ~4 s
 def test_gradients_are_averaged_over_the_ranks_with_labels(tmp_path):
     import torch
     import torch.multiprocessing as mp
