@@ -10,7 +10,7 @@ and writes them into the report, so a user can see where their data went.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,6 +44,39 @@ class CleanResult:
     @property
     def behavior_names(self) -> list[str]:
         return _behavior_names(self.interactions)
+
+
+@dataclass
+class VocabularyCodes:
+    """A cleaned table's events in another vocabulary (a model's): ``items`` [n_events] its item ids 1..n (0: an
+    item it does not know), ``behaviors`` [n_events] its behavior codes 1..k (0: unknown), both int64;
+    ``unknown_items`` how many of the data's distinct items it does not know, ``unknown_behaviors`` the data's
+    behavior names it does not know."""
+
+    items: np.ndarray
+    behaviors: np.ndarray
+    n_items: int
+    unknown_items: int
+    unknown_behaviors: list[str]
+
+
+def vocabulary_codes(clean: CleanResult, item_ids: Sequence[str], behavior_names: Sequence[str]) -> VocabularyCodes:
+    """Each event of ``clean`` in the vocabulary ``item_ids`` (original item id of each contiguous id, index 0 =
+    padding) and ``behavior_names`` (in code order): what the daily refresh and batch recommendations map fresh
+    data through."""
+    t = clean.interactions
+    index = {str(v): i for i, v in enumerate(item_ids) if i > 0}
+    data_items = [str(x) for x in clean.item_ids.to_pylist()]
+    item_lookup = np.zeros(len(data_items) + 1, np.int64)
+    item_lookup[1:] = [index.get(x, 0) for x in data_items]
+    col = t.column(BEHAVIOR).combine_chunks()
+    names = col.dictionary.to_pylist()
+    code = {n: i + 1 for i, n in enumerate(behavior_names)}
+    beh_lookup = np.array([code.get(n, 0) for n in names] or [0], np.int64)
+    return VocabularyCodes(items=item_lookup[t.column(ITEM).to_numpy().astype(np.int64)],
+                           behaviors=beh_lookup[col.indices.to_numpy(zero_copy_only=False).astype(np.int64)],
+                           n_items=len(data_items), unknown_items=int((item_lookup[1:] == 0).sum()),
+                           unknown_behaviors=sorted(n for n in names if n not in code))
 
 
 def _behavior_names(table: pa.Table) -> list[str]:

@@ -38,8 +38,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from components.data.clean import CleanResult
-from components.data.schema import BEHAVIOR, ITEM, USER
+from components.data.clean import CleanResult, vocabulary_codes
+from components.data.schema import USER
 from components.serving.recommender import ServedModel
 
 logger = logging.getLogger(__name__)
@@ -129,17 +129,8 @@ def histories_from_clean(clean: CleanResult, item_ids: list[str], behavior_names
     codes from ``profiles`` (``user_id`` plus one column per field; a missing user or value is unknown, code 0);
     refused when the table has none of the fields."""
     t = clean.interactions
-    index = {str(v): i for i, v in enumerate(item_ids) if i > 0}
-    clean_items = [str(x) for x in clean.item_ids.to_pylist()]
-    item_lookup = np.zeros(len(clean_items) + 1, np.int64)
-    item_lookup[1:] = [index.get(x, 0) for x in clean_items]
-    items = item_lookup[t.column(ITEM).to_numpy().astype(np.int64)]
-
-    col = t.column(BEHAVIOR).combine_chunks()
-    names = col.dictionary.to_pylist()
-    code = {n: i + 1 for i, n in enumerate(behavior_names)}
-    beh_lookup = np.array([code.get(n, 0) for n in names] or [0], np.int64)
-    behaviors = beh_lookup[col.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+    vocab = vocabulary_codes(clean, item_ids, behavior_names)
+    items, behaviors = vocab.items, vocab.behaviors
 
     keep = (items > 0) & (behaviors > 0)
     clean_users = t.column(USER).to_numpy().astype(np.int64)  # contiguous 1..n, sorted by (user, time)
@@ -157,7 +148,6 @@ def histories_from_clean(clean: CleanResult, item_ids: list[str], behavior_names
     offsets = np.zeros(len(rows) + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
 
-    unknown_items = int((item_lookup[1:] == 0).sum())
     report = {
         "users": len(rows), "users_with_history": int((counts > 0).sum()),
         "users_without_history": int((counts == 0).sum()),
@@ -167,8 +157,8 @@ def histories_from_clean(clean: CleanResult, item_ids: list[str], behavior_names
         "events_dropped_unknown_item": int((items == 0).sum()),
         "events_dropped_unknown_behavior": int(((items > 0) & (behaviors == 0)).sum()),
         "events_dropped_user_not_a_row": int(((items > 0) & (behaviors > 0) & (event_rows < 0)).sum()),
-        "items_in": len(clean_items), "items_unknown": unknown_items,
-        "behaviors_unknown": sorted(n for n in names if n not in code), "model_items": len(item_ids) - 1,
+        "items_in": vocab.n_items, "items_unknown": vocab.unknown_items,
+        "behaviors_unknown": vocab.unknown_behaviors, "model_items": len(item_ids) - 1,
     }
     codes = None
     if profile_fields:

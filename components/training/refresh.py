@@ -35,7 +35,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from components.data.clean import CleanResult
+from components.data.clean import CleanResult, vocabulary_codes
 from components.data.schema import BEHAVIOR, ITEM, USER, check_canonical
 from components.data.sequences import SequenceDataset
 from components.models.base import NextItemEncoder
@@ -97,17 +97,8 @@ def align_to_vocab(clean: CleanResult, item_ids: list[str], behavior_names: list
     dataset with the model's ``n_items`` and behavior codes."""
     t = clean.interactions
     check_canonical(t, where="align_to_vocab input")
-    index = {str(v): i for i, v in enumerate(item_ids) if i > 0}
-    fresh_items = [str(x) for x in clean.item_ids.to_pylist()]
-    lookup = np.zeros(len(fresh_items) + 1, np.int32)
-    lookup[1:] = [index.get(x, 0) for x in fresh_items]
-    items = lookup[t.column(ITEM).to_numpy().astype(np.int64)]
-
-    col = t.column(BEHAVIOR).combine_chunks()
-    fresh_names = col.dictionary.to_pylist()
-    code = {n: i for i, n in enumerate(behavior_names)}
-    b_lookup = np.array([code.get(n, -1) for n in fresh_names] or [-1], np.int64)
-    behaviors = b_lookup[col.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+    codes = vocabulary_codes(clean, item_ids, behavior_names)
+    items, behaviors = codes.items.astype(np.int32), codes.behaviors - 1  # behaviors 0-based here, -1 unknown
 
     keep = (items > 0) & (behaviors >= 0)
     users = t.column(USER).to_numpy().astype(np.int64)[keep]
@@ -119,18 +110,18 @@ def align_to_vocab(clean: CleanResult, item_ids: list[str], behavior_names: list
         pa.array(behaviors[keep].astype(np.int8), pa.int8()), pa.array(list(behavior_names), pa.string())))
     check_canonical(out, where="align_to_vocab output")
 
-    unknown_items = int(sum(1 for i in lookup[1:] if i == 0))
+    unknown_items = codes.unknown_items
     report = {
         "rows_in": int(t.num_rows), "rows_out": int(out.num_rows),
-        "items_in": len(fresh_items), "items_known": len(fresh_items) - unknown_items, "items_unknown": unknown_items,
+        "items_in": codes.n_items, "items_known": codes.n_items - unknown_items, "items_unknown": unknown_items,
         "rows_dropped_unknown_item": int((items == 0).sum()),
-        "behaviors_unknown": sorted(n for n in fresh_names if n not in code),
+        "behaviors_unknown": codes.unknown_behaviors,
         "rows_dropped_unknown_behavior": int(((items > 0) & (behaviors < 0)).sum()),
         "users_in": len(clean.user_ids), "users_out": int(kept_users.size),
         "model_items": len(item_ids) - 1,
     }
     logger.info("aligned fresh data to the model's vocabulary: %s of %s items unknown (%s rows dropped), "
-                "%s -> %s rows", f"{unknown_items:,}", f"{len(fresh_items):,}",
+                "%s -> %s rows", f"{unknown_items:,}", f"{codes.n_items:,}",
                 f"{report['rows_dropped_unknown_item']:,}", f"{t.num_rows:,}", f"{out.num_rows:,}")
     user_ids = clean.user_ids.take(pa.array(kept_users - 1)) if kept_users.size else clean.user_ids.slice(0, 0)
     aligned = CleanResult(interactions=out, user_ids=user_ids, item_ids=pa.array(item_ids[1:], pa.string()),
