@@ -2,8 +2,9 @@
 
 Input is a canonical interactions table (see ``schema.py``).  Output is a compact table with contiguous ids
 (users 1..n_users, items 1..n_items; 0 stays free for padding), the behavior column unchanged (dictionary, so
-names travel with it) and rows sorted by (user, timestamp) *stably*: events with equal timestamps keep file
-order, which is the only order IJCAI-15's day-level stamps have.  Each rule logs the rows before and after it
+names travel with it) and rows sorted by (user, timestamp) *stably*: events with equal timestamps keep the
+reader's order, which is file order (the only order IJCAI-15's day-level stamps have) unless a generic mapping
+names a ``tie_break`` column (then ties are ordered by it first; ``readers/generic.py``).  Each rule logs the rows before and after it
 and writes them into the report, so a user can see where their data went.
 """
 

@@ -11,6 +11,9 @@ Users are warm or cold by how many *target-behavior* events they have (PPR: fewe
   seeded share of users whose histories are cut after their k-th target event, k drawn in
   [2, cold_threshold - 1], as cold-start papers do.  ``meta["cold_mode"]`` says which was used.
 - Users with no target event at all cannot be evaluated or tuned and are left out (counted in ``meta``).
+- When more than ``MOSTLY_COLD`` (half) of the users with a target event end up cold, which on short-history data
+  (Amazon Beauty, 5-core) happens with PPR's threshold of 10, the split logs a warning with the counts and keeps it
+  in ``meta["warnings"]``: pre-training then sees only a minority of the users.
 
 History items (``history_items``; the default is the dataset's entry in ``components/data/readers/registry.py``):
 - ``candidates`` (multi-behavior logs): an item the user already touched is a legitimate answer (most next buys on
@@ -61,6 +64,10 @@ class SplitConfig:
 
 class SplitError(ValueError):
     pass
+
+
+#: Share of users (of those with a target event) above which a split that turned them cold is warned about.
+MOSTLY_COLD = 0.5
 
 
 @dataclass
@@ -163,6 +170,24 @@ def _assign_users(ev: _Events, cfg: SplitConfig, rng: np.random.Generator) -> _U
                   np.sort(cold_users[:n_tune]), np.sort(cold_users[n_tune:]))
 
 
+def _mostly_cold_warning(who: _Users, cfg: SplitConfig, target_behaviors: list[str]) -> str | None:
+    """The warning text when more than ``MOSTLY_COLD`` of the users with a target event are cold, else None."""
+    n_users = int(who.has_target[1:].sum())
+    n_cold = int(who.cold_tune.size + who.cold_test.size)
+    if n_users == 0 or n_cold <= MOSTLY_COLD * n_users:
+        return None
+    if who.mode == "natural":
+        why = (f"they have fewer than cold_threshold={cfg.cold_threshold} events of target behavior(s) "
+               f"{target_behaviors}")
+        fix = ("lower steps.split.parameters.settings.cold_threshold (>= 3) if most users should pre-train, or "
+               "keep it if cold-start users are the point")
+    else:
+        why = f"simulated_cold_share={cfg.simulated_cold_share} of the warm users were made cold"
+        fix = "lower steps.split.parameters.settings.simulated_cold_share"
+    return (f"split: {n_cold:,} of {n_users:,} users ({n_cold / n_users:.1%}) are cold ({who.mode}: {why}); only "
+            f"{who.warm.size:,} warm users pre-train. To change it, {fix}")
+
+
 def _instances(ev: _Events, who: _Users) -> tuple[np.ndarray, dict[str, tuple]]:
     """(each user's training-prefix end, the instances of every target set as (users, target positions,
     zero-shot flags or None)).  Leave-one-out over target events; a cold test user gives a few-shot instance (when
@@ -242,6 +267,10 @@ def build_sequences(clean: CleanResult, profiles: pa.Table | None, cfg: SplitCon
     }
     logger.info("split (%s cold): %d warm, %d cold tune, %d cold test users; targets %s", who.mode, who.warm.size,
                 who.cold_tune.size, who.cold_test.size, meta["targets"])
+    cold_warning = _mostly_cold_warning(who, cfg, meta["target_behaviors"])
+    meta["warnings"] = [cold_warning] if cold_warning else []
+    if cold_warning:
+        logger.warning(cold_warning)
     if who.warm.size == 0:
         raise SplitError(f"no warm users: no user has >= {cfg.cold_threshold} events of target behavior(s) "
                          f"{meta['target_behaviors']}; lower split.cold_threshold or pick another target")

@@ -10,6 +10,8 @@ never with a Python loop over rows.  Reasons: ``missing_value``, ``not_an_intege
 
 from __future__ import annotations
 
+import math
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 import numpy as np
@@ -326,3 +328,87 @@ def parse_mmdd_2014(arr: pa.Array, *, required: bool = True) -> tuple[pa.Array, 
     if ints.null_count:
         values = pc.if_else(ints.is_null(), pa.scalar(None, pa.int64()), values)
     return values, problems
+
+
+# ----------------------------------------------------------------------------------------------- strftime patterns
+
+#: strptime directives that carry a year; a pattern without one needs a ``default_year``.
+YEAR_DIRECTIVES = frozenset("YyGcx")
+#: Directives Arrow's ``strptime`` reads as Python does (zero-padded or not, checked by the round trip); a pattern
+#: with any other (``%y``'s century, ``%b``'s locale names, ``%z``, ``%f``, ...) is read by Python alone.
+_ARROW_DIRECTIVES = frozenset("YmdHMS")
+
+
+def format_directives(fmt: str) -> list[str]:
+    """The directive letters of a strftime pattern in order (``%%`` is a literal percent sign, not a directive)."""
+    out, i = [], 0
+    while i < len(fmt):
+        if fmt[i] == "%" and i + 1 < len(fmt):
+            if fmt[i + 1] != "%":
+                out.append(fmt[i + 1])
+            i += 2
+        else:
+            i += 1
+    return out
+
+
+def _python_seconds(values: list[str], fmt: str) -> list[int | None]:
+    """Python's ``datetime.strptime`` of each value -> Unix seconds (floored; naive = UTC), None where it fails.
+    The reference semantics of :func:`parse_strftime`; called on distinct values only."""
+    out: list[int | None] = []
+    for v in values:
+        try:
+            dt = datetime.strptime(v, fmt)
+        except ValueError:
+            out.append(None)
+            continue
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        out.append(math.floor(dt.timestamp()))
+    return out
+
+
+def parse_strftime(arr: pa.Array, *, fmt: str, default_year: int | None = None, utc_offset_s: int = 0,
+                   required: bool = True) -> tuple[pa.Array, Problems]:
+    """Text in a strftime pattern (Python's ``datetime.strptime`` directives, e.g. ``%m%d``, ``%m-%d``,
+    ``%d/%m/%Y %H:%M``) -> int64 Unix seconds.
+
+    ``default_year``: the year of every value, for patterns without one (day-level logs such as Tmall's ``6-4``).
+    A value without an offset (no ``%z``) is a local time ``utc_offset_s`` seconds ahead of UTC (0: UTC).
+    Values that are no valid date in the pattern (``0229`` of 2014, ``13-01``, other text) are ``bad_timestamp``.
+
+    Fast path: Arrow's ``strptime`` on the whole column, kept where formatting the result back gives the input
+    exactly (Arrow rolls over impossible days, 0631 -> 07-01; the round trip catches that).  Other values, e.g.
+    unpadded ``6-4``, and every value of a pattern with a directive outside ``%Y %m %d %H %M %S`` go through
+    Python's ``strptime``, once per distinct value of the batch."""
+    arr = _as_plain(arr)
+    if pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type):
+        return parse_temporal(arr, required=required)
+    arr, missing = _text_and_missing(arr)
+    text = pc.utf8_trim_whitespace(arr)
+    full = fmt
+    if default_year is not None:
+        text = pc.binary_join_element_wise(pa.scalar(f"{default_year:04d}"), text, " ")
+        full = "%Y " + fmt
+    directives = format_directives(full)
+    if set(directives) <= _ARROW_DIRECTIVES:
+        parsed = pc.strptime(text, format=full, unit="s", error_is_null=True)
+        exact = _np(pc.fill_null(pc.equal(pc.strftime(parsed, format=full), text), False))
+        values = np.asarray(pc.fill_null(parsed.cast(pa.int64()), 0).to_numpy(zero_copy_only=False), np.int64)
+        values = values.copy()
+    else:
+        exact, values = np.zeros(len(arr), bool), np.zeros(len(arr), np.int64)
+    slow = np.flatnonzero(~exact & ~missing)
+    bad = np.zeros(len(arr), bool)
+    if slow.size:
+        sub = pc.dictionary_encode(text.take(pa.array(slow)))
+        got = _python_seconds(sub.dictionary.to_pylist(), full)
+        codes = sub.indices.to_numpy(zero_copy_only=False)
+        lut_ok = np.array([g is not None for g in got], bool)
+        lut = np.array([g if g is not None else 0 for g in got], np.int64)
+        values[slow] = lut[codes]
+        bad[slow] = ~lut_ok[codes]
+    if utc_offset_s and "z" not in directives:
+        values -= utc_offset_s
+    problems: Problems = [("bad_timestamp", bad)] if bad.any() else []
+    return _finish(pa.array(values, pa.int64()), missing, required, problems)

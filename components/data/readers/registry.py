@@ -21,6 +21,7 @@ import components.data.readers.generic as generic
 import components.data.readers.ijcai15 as ijcai15
 import components.data.readers.ml1m as ml1m
 import components.data.readers.retailrocket as retailrocket
+import components.data.readers.seqtxt as seqtxt
 import components.data.readers.taobao as taobao
 
 #: What a format's ``read`` returns: interactions, profiles (zero rows when the dataset has none), one report per
@@ -61,6 +62,9 @@ FORMATS: dict[str, DatasetFormat] = {f.name: f for f in (
                   "MovieLens-1M ratings as three levels (RecBole atomic or GroupLens .dat files), with profiles"),
     DatasetFormat("retailrocket", retailrocket.BEHAVIORS, "candidates", retailrocket.read,
                   "RetailRocket (Kaggle) events.csv: view / addtocart / transaction, milliseconds"),
+    DatasetFormat("seqtxt", seqtxt.BEHAVIORS, "excluded", seqtxt.read,
+                  "sequences as text (SASRec / FMLP-Rec data files): 'user item item ...' per line, items in time "
+                  "order, one behavior; timestamps are positions"),
     DatasetFormat("generic", generic.BEHAVIORS, "candidates", generic.read,
                   "any CSV or Parquet log, its columns named by a GenericMapping", mapping=generic.GenericMapping),
 )}
