@@ -26,9 +26,11 @@ What is NOT (no cluster, no Docker engine, no ZenML server here):
   whose ``kubernetes_orchestrator_entrypoint.main`` builds one Job per step at every tick, and it needs a server.
   ``_step_job`` below repeats the manifest part of that function's ``start_step_job`` (ZenML 0.98: the step's
   ``orchestrator.get_settings(step_configuration)``, ``kube_utils.apply_default_resource_requests``, the token
-  Secret env, ``build_pod_manifest``, ``build_job_manifest``) on the stored snapshot's step configurations; only
-  that wiring is copied, every function it calls is ZenML's.  If a ZenML upgrade changes ``start_step_job``, this
-  copy must follow.
+  Secret env, the pod labels (``base_labels`` of ``main`` plus ``step_name``; the run's id and name are stand-ins,
+  there is no run), ``build_pod_manifest``, ``build_job_manifest``) on the stored snapshot's step configurations;
+  only that wiring is copied, every function it calls is ZenML's.  If a ZenML upgrade changes ``start_step_job``,
+  this copy must follow.  The NetworkPolicies of infra/k8s select ZenML's pods by those label keys; the last test
+  here checks that they pick the orchestrator pod of the CronJob and the step pods as intended.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ ORCHESTRATOR_CONFIG = {"kubernetes_context": "prod-cluster", "kubernetes_namespa
                        "pass_zenml_token_as_secret": True, "skip_local_validations": True}
 KANIKO_CONFIG = {"kubernetes_context": "prod-cluster", "kubernetes_namespace": NAMESPACE,
                  "executor_image": "gcr.io/kaniko-project/executor:v1.23.2", "service_account_name": "mbprompt-step"}
+
+
+OFFLINE_RUN_ID = "00000000-0000-4000-8000-000000000001"  # stands in for the pipeline run's id in step pod labels
 
 
 def _to_dict(obj) -> dict:
@@ -167,7 +172,11 @@ def _step_job(submitted, step_name: str) -> dict:
         pod_settings=pod_settings,
         service_account_name=settings.step_pod_service_account_name or settings.service_account_name,
         mount_local_stores=False, termination_grace_period_seconds=settings.pod_stop_grace_period,
-        labels={"step_name": kube_utils.sanitize_label_value(step_name)}, annotations={})
+        labels={"project_id": kube_utils.sanitize_label_value(str(snapshot.project_id)),
+                "run_id": kube_utils.sanitize_label_value(str(OFFLINE_RUN_ID)),
+                "run_name": kube_utils.sanitize_label_value("offline-run"),
+                "pipeline": kube_utils.sanitize_label_value(snapshot.pipeline_configuration.name),
+                "step_name": kube_utils.sanitize_label_value(step_name)}, annotations={})
     job = build_job_manifest(job_name=kube_utils.sanitize_label(f"-offline-{step_name}-training_pipeline"),
                              pod_template=pod_template_manifest_from_pod(pod), backoff_limit=settings.backoff_limit_margin,
                              ttl_seconds_after_finished=settings.ttl_seconds_after_finished,
@@ -301,3 +310,29 @@ def test_zenml_submits_a_daily_cron_job_with_the_gpu_on_retune_head_only(submitt
 def test_daily_cron_job_and_gpu_step_job_validate_strictly(submitted_daily, k8s_version):
     _validate(submitted_daily["cron_job"], k8s_version)
     _validate(_step_job(submitted_daily, "retune_head"), k8s_version)
+
+
+# ---- the NetworkPolicies of infra/k8s on the pods ZenML builds ---------------------------------------------------
+def test_network_policies_select_zenmls_pods(submitted):
+    """The orchestrator pod (the CronJob's template, ZenML's manifest) and a step pod get their allow-lists, and the
+    connections they need pass while the databases stay closed to them."""
+    from tests.k8s.netpol import Pod, allowed, selects
+
+    policies = [d for path in sorted((REPO / "infra" / "k8s").glob("*networkpolicy*.yaml"))
+                for d in yaml.safe_load_all(path.read_text()) if d]
+    template = submitted["cron_job"]["spec"]["jobTemplate"]["spec"]["template"]
+    orchestrator = Pod("orchestrator", template["metadata"]["labels"])
+    step = Pod("step", _step_job(submitted, "pretrain")["spec"]["template"]["metadata"]["labels"])
+    names = lambda pod: {p["metadata"]["name"] for p in policies if selects(p, pod)}  # noqa: E731
+    assert names(orchestrator) >= {"zenml-run-pods", "zenml-orchestrator-pods"}, orchestrator.labels
+    assert "zenml-step-pods" not in names(orchestrator)
+    assert names(step) >= {"zenml-run-pods", "zenml-step-pods"} and "zenml-orchestrator-pods" not in names(step)
+    server = Pod("zenml-server", {"app.kubernetes.io/name": "zenml", "app.kubernetes.io/instance": "zenml-server"})
+    pods = {d["metadata"]["name"]: Pod(d["metadata"]["name"], d["spec"]["template"]["metadata"]["labels"])
+            for path in (REPO / "infra" / "k8s").glob("*.yaml") if not path.name.endswith("values.yaml")
+            for d in yaml.safe_load_all(path.read_text())
+            if d and d.get("kind") in {"Deployment", "StatefulSet"}}
+    for pod in (orchestrator, step):
+        assert allowed(policies, pod, server, 8080) and allowed(policies, pod, pods["minio"], 9000), pod.name
+        assert not allowed(policies, pod, pods["postgres"], 5432) and not allowed(policies, pod, pods["mysql"], 3306)
+    assert allowed(policies, step, pods["mlflow"], 5000)
