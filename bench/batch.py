@@ -10,6 +10,11 @@ each over a ``--items`` catalogue, a small random SASRec (hidden 32, 1 layer, ma
 user are built (time and peak memory reported), the top-K is measured on the first ``--score-users`` users and
 extrapolated to all of them (an exact top-K over 10^6 items costs ~10^6 multiply-adds per user and hidden unit).
 Prints one JSON object: the figures, the command's settings, ``uptime`` and the date.
+
+``--approximate`` (synthetic only) also builds an HNSW index over the item table (components/serving/ann.py,
+``--hnsw-m``, ``--ef-construction``, ``--ef-search``), and times the same users exact and approximate alternately (exact, approximate,
+exact, approximate: ``--rounds`` each) so that load falls on both alike; it reports both medians, their ratio, the
+index's build time and its recall@k against exact on those users.
 """
 
 from __future__ import annotations
@@ -103,11 +108,47 @@ def synthetic(args) -> dict:
         sub = _head(h, args.score_users)
         report = batch.batch_recommend(rec, sub, Path(tmp) / "out", model_name="bench", model_version="0", k=args.k,
                                        chunk_size=args.chunk_size)
-    return {"users": n_users, "items": n_items, "events": int(h.offsets[-1]), "data_seconds": round(t_data, 1),
+        extra = {}
+        if args.approximate:
+            extra = _approximate(args, rec, sub, Path(tmp), report.seconds)
+    return {**extra, "users": n_users, "items": n_items, "events": int(h.offsets[-1]), "data_seconds": round(t_data, 1),
             "histories_seconds": round(t_hist, 1), "scored_users": report.users, "batch_seconds": report.seconds,
             "users_per_second": report.users_per_second,
             "extrapolated_hours_all_users": round(n_users / report.users_per_second / 3600, 2),
             "peak_rss_mb": round(_peak_rss_mb())}
+
+
+def _approximate(args, rec: ServedModel, sub: batch.UserHistories, tmp: Path, first_exact: float) -> dict:
+    import statistics
+
+    from components.serving.ann import ApproximateIndex, IndexConfig
+
+    t0 = time.perf_counter()
+    index = ApproximateIndex(rec.model, IndexConfig(m=args.hnsw_m, ef_construction=args.ef_construction,
+                                                 ef_search=args.ef_search))
+    build = time.perf_counter() - t0
+    exact_s, approx_s, recall = [first_exact], [], None
+    for r in range(args.rounds):
+        if r:
+            exact_s.append(batch.batch_recommend(rec, sub, tmp / "exact", model_name="bench", model_version="0",
+                                                 k=args.k, chunk_size=args.chunk_size).seconds)
+        t0 = time.perf_counter()
+        ids = np.concatenate([t for _, t, _ in batch.recommend_chunks(rec, sub, k=args.k, chunk_size=args.chunk_size,
+                                                                       index=index)])
+        approx_s.append(time.perf_counter() - t0)
+        if recall is None:
+            exact = np.concatenate([t for _, t, _ in batch.recommend_chunks(rec, sub, k=args.k,
+                                                                             chunk_size=args.chunk_size)])
+            from components.serving.ann import recall_at_k
+            recall = recall_at_k(ids, exact)
+    e, a = statistics.median(exact_s), statistics.median(approx_s)
+    return {"approximate": {"hnsw_m": args.hnsw_m, "ef_construction": args.ef_construction,
+                            "ef_search": args.ef_search, "build_seconds": round(build, 1),
+                            "exact_seconds_median": round(e, 2), "approximate_seconds_median": round(a, 2),
+                            "exact_users_per_second": round(len(sub) / e, 1),
+                            "approximate_users_per_second": round(len(sub) / a, 1),
+                            "speedup": round(e / a, 1), f"recall_at_{args.k}": round(recall, 4),
+                            "rounds": args.rounds}}
 
 
 def main() -> None:
@@ -120,6 +161,11 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=1_000_000)
     ap.add_argument("--events", type=int, default=20)
     ap.add_argument("--score-users", type=int, default=5000)
+    ap.add_argument("--approximate", action="store_true", help="also time an HNSW index (needs the ann extra)")
+    ap.add_argument("--hnsw-m", type=int, default=32)
+    ap.add_argument("--ef-construction", type=int, default=64)
+    ap.add_argument("--ef-search", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     torch.manual_seed(0)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -33,15 +33,15 @@ class Batch:
 
     ``items`` / ``behaviors`` [B, N] left-padded histories (0 = padding); ``labels`` [B, N] the item after each
     position; ``mask`` [B, N] bool, the positions whose label counts (a labelled position whose input is padding
-    is a zero-shot example); ``negatives`` [B, N] one sampled item per position (losses ``bce`` / ``bpr``; None
-    for ``ce``); ``profiles`` [B, n_fields] the rows' profile codes (models with a ``profile_table``; else None).
+    is a zero-shot example); ``negatives`` [B, N] one sampled item per position (losses ``bce`` / ``bpr``), the
+    batch's ``losses.SharedNegatives`` (loss ``sampled``) or None (``ce``); ``profiles`` [B, n_fields] the rows' profile codes (models with a ``profile_table``; else None).
     """
 
     items: Tensor
     behaviors: Tensor
     labels: Tensor
     mask: Tensor
-    negatives: Tensor | None = None
+    negatives: Tensor | losses.SharedNegatives | None = None
     profiles: Tensor | None = None
 
     def to(self, device: torch.device | str) -> "Batch":
@@ -76,6 +76,12 @@ class Recommender(nn.Module):
 
     def set_stage(self, stage: int) -> None:
         raise NotImplementedError(f"{type(self).__name__} has no training stages")
+
+    def sparse_item_table(self) -> nn.Embedding | None:
+        """The item table whose gradient, under the ``sampled`` loss, touches only the rows a batch uses (the
+        trainer then switches it to sparse gradients and updates it with a sparse optimizer, so a step's cost does
+        not grow with the catalogue); None: no such table, every parameter is updated densely."""
+        return None
 
     def loss(self, batch: Batch, kind: str) -> Tensor:
         """The training loss of ``batch`` (``kind``: ``components.models.losses.LOSSES``)."""
@@ -261,6 +267,12 @@ class NextItemEncoder(Recommender):
     def output_embeddings(self) -> Tensor:
         """[n_items + 1, d] table that hidden states are scored against (row 0 = padding)."""
         return self.item_emb.weight
+
+    def sparse_item_table(self) -> nn.Embedding | None:
+        """The shared input/output item table: an encoder reads it only through ``item_emb`` lookups and, in
+        ``loss``, the sampled loss's row lookups (a subclass that reads the whole table elsewhere in training must
+        return None; the trainer also checks that the gradient it gets is sparse)."""
+        return self.item_emb
 
     def loss(self, batch: Batch, kind: str) -> Tensor:
         """Next-item loss of the encoded sequence at the labelled positions."""

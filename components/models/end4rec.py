@@ -369,6 +369,10 @@ class END4Rec(EBM):
     def training_stages(self) -> list[int] | None:
         return list(self.config.stage_epochs) if self.config.training_mode == "guided" else None
 
+    def sparse_item_table(self) -> None:
+        """None: the hard noise eliminator reads the item table densely in training (``keep_logits``)."""
+        return None
+
     def loss(self, batch: Batch, kind: str) -> Tensor:
         items, labels, mask = batch.items, batch.labels, batch.mask
         contrast = (self.stage >= self.config.contrast_from_stage and self.config.cl_weight > 0

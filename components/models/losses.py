@@ -8,13 +8,70 @@ record every loss call by patching one attribute.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor
 
-LOSSES = ("ce", "bce", "bpr")
+#: "ce": softmax over the whole catalogue; "bce" / "bpr": one uniform negative per position; "sampled": softmax
+#: over each position's label and a few thousand negatives shared by the batch (logQ-corrected, ``SharedNegatives``),
+#: whose cost does not grow with the catalogue.
+LOSSES = ("ce", "bce", "bpr", "sampled")
+
+
+@dataclass(frozen=True)
+class SharedNegatives:
+    """Negatives shared by every position of a batch, for the ``sampled`` loss.
+
+    ``items`` [S]: item ids drawn with replacement from a proposal q over 1..n_items; ``log_q`` [n_items + 1]:
+    log(S * q(i)), the log of the number of times item i is expected in such a draw (the logQ correction: each
+    logit, the label's and the negatives', is lowered by it, which makes the sampled softmax's gradient an
+    unbiased estimate of the full softmax's as S grows, whatever q is; under a uniform q it is a constant that
+    cancels)."""
+
+    items: Tensor
+    log_q: Tensor
+
+    def to(self, device: torch.device | str) -> "SharedNegatives":
+        return SharedNegatives(self.items.to(device), self.log_q.to(device))
+
+
+class NegativeProposal:
+    """The proposal the ``sampled`` loss draws its shared negatives from: uniform over 1..n_items (``power`` 0) or
+    proportional to ``counts ** power`` (e.g. 0.75 over training label counts: popular items, the hard negatives of
+    a skewed catalogue, drawn more often; an item never seen still gets a count of 1, so every item can be drawn).
+    Drawing S items costs O(S log n_items) after an O(n_items) set-up, not O(n_items) per batch."""
+
+    def __init__(self, n_items: int, n_samples: int, counts: np.ndarray | None = None, power: float = 0.0):
+        if n_items < 2 or n_samples < 1:
+            raise ValueError(f"NegativeProposal: need n_items >= 2 and n_samples >= 1, got {n_items}, {n_samples}")
+        self.n_items, self.n_samples = n_items, n_samples
+        self.uniform = power == 0 or counts is None
+        log_q = np.zeros(n_items + 1, np.float64)
+        if self.uniform:
+            log_q[1:] = np.log(n_samples / n_items)
+            self.cdf = None
+        else:
+            counts = np.asarray(counts, np.float64)
+            if counts.shape != (n_items + 1,):
+                raise ValueError(f"NegativeProposal: counts must have n_items + 1 = {n_items + 1} entries, "
+                                 f"got {counts.shape}")
+            weights = np.maximum(counts[1:], 1.0) ** power
+            self.cdf = np.cumsum(weights)
+            log_q[1:] = np.log(n_samples * weights / self.cdf[-1])
+        log_q[0] = 0.0  # padding: never drawn, never a label
+        self.log_q = torch.from_numpy(log_q.astype(np.float32))
+
+    def draw(self, rng: np.random.Generator) -> SharedNegatives:
+        if self.uniform:
+            items = rng.integers(1, self.n_items + 1, size=self.n_samples)
+        else:
+            u = rng.random(self.n_samples) * self.cdf[-1]
+            items = np.minimum(np.searchsorted(self.cdf, u, side="right"), self.n_items - 1) + 1
+        return SharedNegatives(torch.from_numpy(items.astype(np.int64)), self.log_q)
 
 
 def sample_negatives(labels: np.ndarray, n_items: int, rng: np.random.Generator,
@@ -122,19 +179,42 @@ def _softmax_ce(h: Tensor, classes: Tensor, y: Tensor, max_logits: int) -> Tenso
     return total / m
 
 
+def sampled_softmax(h: Tensor, table: Tensor, y: Tensor, shared: SharedNegatives) -> Tensor:
+    """Mean sampled-softmax cross-entropy of h [M, d] with labels y [M] against ``shared`` negatives, logQ-corrected.
+
+    Each position's classes are its label and the S shared items; a shared item equal to the label (an accidental
+    hit) is left out of that position's softmax.  The table's rows are read with sparse gradients
+    (``F.embedding(sparse=True)``): the backward pass touches the M + S rows used, not the catalogue, so with a
+    sparse-update optimizer (``components.training.trainer.build_optimizer``) a step's cost does not grow with
+    the number of items."""
+    pos = F.embedding(y, table, sparse=True)  # [M, d]
+    neg = F.embedding(shared.items, table, sparse=True)  # [S, d]
+    log_q = shared.log_q.to(h.device)
+    pos_logit = (h * pos).sum(-1).float() - log_q[y]  # [M]
+    neg_logits = (h @ neg.T).float() - log_q[shared.items]  # [M, S]
+    neg_logits = neg_logits.masked_fill(shared.items[None, :] == y[:, None], float("-inf"))
+    logits = torch.cat([pos_logit[:, None], neg_logits], dim=1)
+    return F.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long, device=h.device))
+
+
 def next_item_loss(hidden: Tensor, table: Tensor, labels: Tensor, mask: Tensor, kind: str,
-                   negatives: Tensor | None = None, max_logits: int = CE_MAX_LOGITS) -> Tensor:
+                   negatives: Tensor | SharedNegatives | None = None, max_logits: int = CE_MAX_LOGITS) -> Tensor:
     """Mean next-item loss over masked positions.
 
-    hidden [B, N, d], table [n_items+1, d] (row 0 = padding), labels/negatives [B, N] item ids, mask [B, N] bool.
+    hidden [B, N, d], table [n_items+1, d] (row 0 = padding), labels [B, N] item ids, mask [B, N] bool;
+    ``negatives``: [B, N] item ids (``bce`` / ``bpr``) or the batch's ``SharedNegatives`` (``sampled``).
     ``max_logits`` bounds the memory of the full-softmax loss (see CE_MAX_LOGITS); the value is the same.
     """
     h = hidden[mask]  # [M, d]: only labelled positions, which for sparse target behaviors is a small share
     y = labels[mask]  # [M]
     if kind == "ce":
         return _softmax_ce(h, table[1:], y - 1, max_logits)
-    if negatives is None:
-        raise ValueError(f"next_item_loss: loss {kind!r} needs sampled negatives")
+    if kind == "sampled":
+        if not isinstance(negatives, SharedNegatives):
+            raise ValueError("next_item_loss: loss 'sampled' needs the batch's SharedNegatives (NegativeProposal.draw)")
+        return sampled_softmax(h, table, y, negatives)
+    if negatives is None or isinstance(negatives, SharedNegatives):
+        raise ValueError(f"next_item_loss: loss {kind!r} needs one sampled negative per position [B, N]")
     neg = negatives[mask]  # [M]
     pos_score = (h * table[y]).sum(-1).float()  # [M]
     neg_score = (h * table[neg]).sum(-1).float()  # [M]

@@ -53,9 +53,24 @@ def dropout_keep_mask(shape: tuple[int, ...], p: float, device: torch.device) ->
     2**-17 of p), drawn from torch's global generator of ``device``: four 16-bit draws per 64-bit random number,
     which on CPU costs a quarter of ``bernoulli_``'s (the attention weights' dropout mask is [B, heads, N, N],
     the largest random draw of a training step)."""
+    return _random_int16(shape, device) >= round(p * 65536) - 32768
+
+
+def dropout_keep_float(shape: tuple[int, ...], p: float, device: torch.device, dtype: torch.dtype,
+                       scale: float = 1.0) -> Tensor:
+    """``dropout_keep_mask`` (the same draws) as ``scale`` (kept) / 0 (dropped) in ``dtype``: applied by one
+    multiplication, which on CPU runs several times faster than ``masked_fill`` or ``where`` with a bool mask
+    (measured on [128, 1, 200, 200]: 3.8 ms against 18-21 ms, one thread), forward and backward alike."""
+    keep = torch.empty(shape, dtype=dtype, device=device)
+    torch.ge(_random_int16(shape, device), round(p * 65536) - 32768, out=keep)  # written as 1.0 / 0.0
+    return keep if scale == 1.0 else keep.mul_(scale)
+
+
+def _random_int16(shape: tuple[int, ...], device: torch.device) -> Tensor:
+    """Uniform int16 values of ``shape`` from torch's global generator of ``device``, four per 64-bit draw."""
     n = math.prod(shape)
     bits = torch.randint(-2**63, 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
-    return (bits.view(torch.int16)[:n] >= round(p * 65536) - 32768).view(shape)
+    return bits.view(torch.int16)[:n].view(shape)
 
 
 class Dropout(nn.Module):
@@ -71,7 +86,7 @@ class Dropout(nn.Module):
             return x
         if x.device.type != "cpu":  # a fused kernel there
             return F.dropout(x, self.p, training=True)
-        return x.masked_fill(~dropout_keep_mask(x.shape, self.p, x.device), 0.0) * (1.0 / (1.0 - self.p))
+        return x * dropout_keep_float(x.shape, self.p, x.device, x.dtype, scale=1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -86,31 +101,55 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_drop = Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
-        # x [B, N, d]; allowed [B, 1, N, N] bool, True where query i may attend to key j
+    def forward(self, x: Tensor, allowed: Tensor, bias: Tensor | None = None) -> Tensor:
+        # x [B, N, d]; allowed [B, 1, N, N] bool, True where query i may attend to key j; bias: the same as
+        # 0 / -inf floats (``attention_bias``), computed once for every block when the CPU dropout path runs
         B, N, d = x.shape
         q, k, v = self.qkv(x).split(d, dim=2)  # 3 x [B, N, d]
         q = q.view(B, N, self.n_heads, d // self.n_heads).transpose(1, 2)  # [B, nh, N, hs]
         k = k.view(B, N, self.n_heads, d // self.n_heads).transpose(1, 2)  # [B, nh, N, hs]
         v = v.view(B, N, self.n_heads, d // self.n_heads).transpose(1, 2)  # [B, nh, N, hs]
         if self.training and self.dropout > 0 and x.device.type == "cpu":  # (GPUs: SDPA's fused kernels)
-            y = self._attend_with_dropout(q, k, v, allowed)
+            y = self._attend_with_dropout(q, k, v, attention_bias(allowed, q.dtype) if bias is None else bias)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
                                                dropout_p=self.dropout if self.training else 0.0)  # [B, nh, N, hs]
         y = y.transpose(1, 2).contiguous().view(B, N, d)  # [B, N, d]
         return self.resid_drop(self.proj(y))
 
-    def _attend_with_dropout(self, q: Tensor, k: Tensor, v: Tensor, allowed: Tensor) -> Tensor:
-        """softmax(q k^T / sqrt(hs), over allowed keys) with dropout on the weights, @ v: what
+    def _attend_with_dropout(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+        """softmax(q k^T / sqrt(hs) + bias) with dropout on the weights, @ v: what
         ``scaled_dot_product_attention(..., dropout_p)`` computes, in fewer passes over the [B, nh, N, N] weights
-        on CPU (whose SDPA then takes its unfused path): the mask is drawn by ``dropout_keep_mask``, blocked keys
-        are filled in place, and the 1 / (1 - p) rescaling is applied to v ([B, nh, N, hs], hs << N)."""
-        scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)  # [B, nh, N, N]
-        scores.masked_fill_(~allowed, float("-inf"))
+        on CPU (whose SDPA then takes its unfused path; the weights are the largest tensors of a step and every
+        elementwise pass over them costs about as much as their matmuls).  The scale and the 0 / -inf bias enter
+        the scores' matmul itself (``baddbmm``: no masking pass forward, none in the backward pass, where the
+        softmax's zero weights already give blocked keys a zero gradient); the dropout mask, drawn by
+        ``dropout_keep_float``, is one multiplication each way; the 1 / (1 - p) rescaling is applied to v
+        ([B, nh, N, hs], hs << N)."""
+        B, H, N, hs = q.shape
+        bias = bias.expand(B, H, N, N).reshape(B * H, N, N)  # a view when H = 1
+        scores = torch.baddbmm(bias, q.reshape(B * H, N, hs), k.reshape(B * H, N, hs).transpose(1, 2),
+                               alpha=1.0 / math.sqrt(hs)).view(B, H, N, N)
         weights = torch.softmax(scores, dim=-1)
-        weights = weights.masked_fill(~dropout_keep_mask(weights.shape, self.dropout, weights.device), 0.0)
+        weights = weights * dropout_keep_float(weights.shape, self.dropout, weights.device, weights.dtype)
         return weights @ (v * (1.0 / (1.0 - self.dropout)))  # [B, nh, N, hs]
+
+
+def attention_bias(allowed: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """[B, 1, N, N] bool (True: may attend) -> the same shape of 0 (allowed) / -inf (blocked) in ``dtype``."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
+
+
+def causal_key_bias(keys: Tensor, dtype: torch.dtype) -> Tensor:
+    """``attention_bias`` of SASRec's mask, (causal & keys) | eye, from keys [B, N] bool, in one broadcast add
+    instead of passes over a [B, N, N] bool mask: a [N, N] causal bias plus each row's [N] key bias, then 0 on
+    the diagonal (every query sees itself, so no row is all -inf)."""
+    B, N = keys.shape
+    causal = torch.full((N, N), float("-inf"), dtype=dtype, device=keys.device).triu_(1)  # 0 on and below
+    key = torch.zeros((B, N), dtype=dtype, device=keys.device).masked_fill_(~keys, float("-inf"))
+    bias = causal + key[:, None, :]  # [B, N, N]
+    bias.diagonal(dim1=-2, dim2=-1).zero_()
+    return bias.unsqueeze(1)  # [B, 1, N, N]
 
 
 class FeedForward(nn.Module):
@@ -134,11 +173,11 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.hidden)
         self.ffn = FeedForward(cfg)
 
-    def forward(self, x: Tensor, allowed: Tensor) -> Tensor:
+    def forward(self, x: Tensor, allowed: Tensor, bias: Tensor | None = None) -> Tensor:
         if self.norm_first:
-            x = x + self.attn(self.ln1(x), allowed)
+            x = x + self.attn(self.ln1(x), allowed, bias)
             return x + self.ffn(self.ln2(x))
-        x = self.ln1(x + self.attn(x, allowed))
+        x = self.ln1(x + self.attn(x, allowed, bias))
         return self.ln2(x + self.ffn(x))
 
 
@@ -174,8 +213,11 @@ class SASRec(NextItemEncoder):
         # Query i may see key j if j <= i and j is a real token; every query may see itself, so no row is empty.
         allowed = (causal & keys[:, None, :]) | eye  # [B, L, L]
         allowed = allowed.unsqueeze(1)  # [B, 1, L, L], broadcast over heads
+        # The CPU training path adds the mask as a bias inside the scores' matmul: built once for every block.
+        cpu_dropout = self.training and self.config.dropout > 0 and x.device.type == "cpu"
+        bias = causal_key_bias(keys, x.dtype) if cpu_dropout and self.blocks else None
         for layer, block in enumerate(self.blocks):
             if layer_hook is not None:
                 x = layer_hook(layer, x)
-            x = block(x, allowed) * mask
+            x = block(x, allowed, bias) * mask
         return self.ln_f(x)  # [B, L, d]

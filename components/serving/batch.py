@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 
 from components.data.clean import CleanResult, vocabulary_codes
 from components.data.schema import USER
+from components.serving.ann import ApproximateIndex, recall_at_k
 from components.serving.recommender import ServedModel
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,8 @@ class BatchReport:
     users_per_second: float
     histories: dict
     sample: list[dict]
+    #: approximate top-K only: the index's settings and its recall@k against exact on a sample of users
+    approximate: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,7 +109,9 @@ class BatchReport:
                 "batch_events_used": h.get("events_used", 0),
                 "batch_events_dropped_unknown_item": h.get("events_dropped_unknown_item", 0),
                 "batch_events_dropped_unknown_behavior": h.get("events_dropped_unknown_behavior", 0),
-                "batch_items_unknown": h.get("items_unknown", 0)}
+                "batch_items_unknown": h.get("items_unknown", 0),
+                **({} if self.approximate is None else
+                   {f"batch_approximate_recall_at_{self.k}": self.approximate["recall_at_k"]})}
 
 
 # ---- histories ------------------------------------------------------------------------------------------------------
@@ -221,10 +226,12 @@ def window(histories: UserHistories, start: int, stop: int, max_len: int) -> tup
 
 def recommend_chunks(recommender: ServedModel, histories: UserHistories, *, k: int = 10,
                      exclude_seen: bool | None = None, chunk_size: int = 10_000,
-                     score_batch: int | None = None) -> Iterator[tuple[pa.Array, np.ndarray, np.ndarray]]:
+                     score_batch: int | None = None, index: ApproximateIndex | None = None,
+                     ) -> Iterator[tuple[pa.Array, np.ndarray, np.ndarray]]:
     """(user ids, top item ids [n, k] as contiguous ids, scores [n, k]) per chunk of ``chunk_size`` users, best
-    first.  Exact: every item is scored.  ``exclude_seen`` None follows the model's ``history_items``; an excluded
-    item fills a slot (id 0, score -inf) only when a user has fewer than ``k`` items left."""
+    first.  Exact: every item is scored, unless ``index`` (an approximate index over the model's items) is given.
+    ``exclude_seen`` None follows the model's ``history_items``; an excluded item fills a slot (id 0, score -inf)
+    only when a user has fewer than ``k`` items left."""
     n_items = len(recommender.item_ids) - 1
     check_k(k, n_items)
     if chunk_size < 1:
@@ -244,9 +251,12 @@ def recommend_chunks(recommender: ServedModel, histories: UserHistories, *, k: i
             lo, hi = histories.offsets[s:e], histories.offsets[s + 1:e + 1]
             seen = (np.repeat(np.arange(e - s), hi - lo), histories.items[histories.offsets[s]:histories.offsets[e]])
             codes = None if histories.profile_codes is None else histories.profile_codes[s:e]
-            top = recommender.top_k(items, behs, k, exclude_seen=exclude, seen=seen, profile_codes=codes)
-            values = top.values.cpu().numpy()
-            top_items[s - start:e - start] = np.where(np.isfinite(values), top.indices.cpu().numpy(), 0)
+            if index is not None:
+                ids, values = index.top_k(items, behs, k, exclude_seen=exclude, seen=seen, profile_codes=codes)
+            else:
+                top = recommender.top_k(items, behs, k, exclude_seen=exclude, seen=seen, profile_codes=codes)
+                values, ids = top.values.cpu().numpy(), top.indices.cpu().numpy()
+            top_items[s - start:e - start] = np.where(np.isfinite(values), ids, 0)
             top_scores[s - start:e - start] = values
         yield histories.user_ids.slice(start, stop - start), top_items, top_scores
 
@@ -311,13 +321,33 @@ def is_complete(output_path: str | Path) -> bool:
     return (Path(output_path) / SUCCESS_FILE).is_file()
 
 
+def approximate_recall(recommender: ServedModel, histories: UserHistories, index: ApproximateIndex, *, k: int,
+                       exclude_seen: bool, users: int = 2_000) -> dict:
+    """Recall@k of ``index`` against exact top-k on the first ``users`` users (both through ``recommend_chunks``)."""
+    sample = UserHistories(histories.user_ids.slice(0, users), histories.offsets[:users + 1], histories.items,
+                           histories.behaviors, None if histories.profile_codes is None
+                           else histories.profile_codes[:users])
+    exact = np.concatenate([t for _, t, _ in recommend_chunks(recommender, sample, k=k, exclude_seen=exclude_seen)])
+    approx = np.concatenate([t for _, t, _ in recommend_chunks(recommender, sample, k=k, exclude_seen=exclude_seen,
+                                                               index=index)])
+    return {"recall_at_k": round(recall_at_k(approx, exact), 4), "recall_users": len(sample), "k": k,
+            "index": "faiss HNSW inner product", **asdict(index.config)}
+
+
 def batch_recommend(recommender: ServedModel, histories: UserHistories, output_path: str | Path, *,
                     model_name: str, model_version: str, k: int = 10, exclude_seen: bool | None = None,
                     chunk_size: int = 10_000, score_batch: int | None = None, generated_at: datetime | None = None,
-                    sample_size: int = 5) -> BatchReport:
-    """Top-``k`` for every user of ``histories``, written to ``output_path`` (:func:`write_dataset`)."""
+                    sample_size: int = 5, index: ApproximateIndex | None = None) -> BatchReport:
+    """Top-``k`` for every user of ``histories``, written to ``output_path`` (:func:`write_dataset`); with
+    ``index``, approximate top-k, whose recall against exact on a sample of users is measured first and reported
+    (``BatchReport.approximate``)."""
     generated_at = generated_at or datetime.now(timezone.utc)
     exclude = recommender.exclude_seen_default if exclude_seen is None else bool(exclude_seen)
+    approximate = None
+    if index is not None:
+        approximate = approximate_recall(recommender, histories, index, k=k, exclude_seen=exclude)
+        logger.info("approximate top-%d: recall@%d %.4f against exact on %s users", k, k,
+                    approximate["recall_at_k"], f"{approximate['recall_users']:,}")
     item_ids = pa.array([str(x) for x in recommender.item_ids], pa.string())
     sample: list[dict] = []
     t0 = time.perf_counter()
@@ -325,7 +355,8 @@ def batch_recommend(recommender: ServedModel, histories: UserHistories, output_p
     def tables() -> Iterator[pa.Table]:
         done = 0
         for users, top_items, top_scores in recommend_chunks(recommender, histories, k=k, exclude_seen=exclude,
-                                                             chunk_size=chunk_size, score_batch=score_batch):
+                                                             chunk_size=chunk_size, score_batch=score_batch,
+                                                             index=index):
             table = to_table(users, top_items, top_scores, item_ids, model_name=model_name,
                              model_version=str(model_version), generated_at=generated_at)
             if len(sample) < sample_size:
@@ -337,13 +368,13 @@ def batch_recommend(recommender: ServedModel, histories: UserHistories, output_p
 
     manifest = write_dataset(tables(), output_path, {
         "model_name": model_name, "model_version": str(model_version), "k": k, "exclude_seen": exclude,
-        "generated_at": generated_at.isoformat(), "users": len(histories)})
+        "generated_at": generated_at.isoformat(), "users": len(histories), "approximate": approximate})
     seconds = time.perf_counter() - t0
     report = BatchReport(output_path=str(output_path), model_name=model_name, model_version=str(model_version),
                          generated_at=generated_at.isoformat(), k=k, exclude_seen=exclude, chunk_size=chunk_size,
                          users=len(histories), rows=manifest["rows"], parts=manifest["parts"],
                          seconds=round(seconds, 3), users_per_second=round(len(histories) / max(seconds, 1e-9), 1),
-                         histories=histories.report, sample=sample)
+                         histories=histories.report, sample=sample, approximate=approximate)
     logger.info("batch recommendations: %s rows in %s parts at %s in %.1f s (%.0f users/s)", f"{report.rows:,}",
                 report.parts, output_path, seconds, report.users_per_second)
     return report

@@ -33,6 +33,19 @@ def training_users(data: SequenceDataset, users: np.ndarray, zero_shot: bool = F
     return users[keep]
 
 
+def label_counts(data: SequenceDataset, users: np.ndarray, train_on: Literal["target", "all"] = "target") -> np.ndarray:
+    """[n_items + 1] how often each item is a training label of ``users``: every event of their training prefixes
+    but the first (of a target behavior, with ``train_on="target"``); the held-out targets are not counted."""
+    users = np.asarray(users, dtype=np.int64)
+    starts, ends = data.offsets[users] + 1, data.train_end[users]
+    lengths = np.maximum(ends - starts, 0)
+    idx = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
+    items = data.items[idx]
+    if train_on == "target":
+        items = items[np.isin(data.behaviors[idx], np.asarray(data.target_behaviors))]
+    return np.bincount(items, minlength=data.n_items + 1)
+
+
 def training_batches(
     data: SequenceDataset,
     users: np.ndarray,

@@ -8,7 +8,9 @@ reproducible and resumable:
   what an uninterrupted one would have;
 - the checkpoint holds tensors and plain Python values only (torch.save, loaded with ``weights_only=True``), is
   written to a temporary file and moved into place with ``os.replace`` so a crash mid-write never leaves a torn
-  file, and is reused only if its model and training configs match the current ones.
+  file, and is reused only if its model and training configs match the current ones;
+- the checkpoint names the runs that wrote it (MLflow, and ZenML through ``steps/_runs.py``): a resumption
+  marks them FAILED if they still read "running", i.e. were killed (``components.tracking.runs``).
 
 Models: any :class:`components.models.base.Recommender`.  The trainer calls its contract only: ``loss(batch,
 kind)`` on a :class:`~components.models.base.Batch` (with sampled negatives for ``bce`` / ``bpr`` and, for a model
@@ -51,9 +53,10 @@ from tqdm.auto import tqdm
 
 from components.data.sequences import SequenceDataset
 from components.models.base import Batch, Recommender
-from components.models.losses import LOSSES, sample_negatives
-from components.training.batches import training_batches, training_users
+from components.models.losses import LOSSES, NegativeProposal, sample_negatives
+from components.training.batches import label_counts, training_batches, training_users
 from components.training.evaluation import evaluate, history_excluded, resolve_device
+from components.tracking import runs as run_records
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +72,9 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0  # decoupled (AdamW); applied to matrices only, not to biases/LayerNorm gains
-    loss: str = "ce"  # "ce": softmax over all items; "bce": one sampled negative per position (SASRec); "bpr"
+    loss: str = "ce"  # "ce": softmax over all items; "bce": one sampled negative per position (SASRec); "bpr";
+    #   "sampled": softmax over the label and `sampled_negatives` items shared by the batch, logQ-corrected, with
+    #   sparse item-table updates: its step cost does not grow with the catalogue (large catalogues)
     train_on: str = "target"  # labels: "target" behaviors only, or "all" events; inputs always hold every event
     patience: int | None = None  # stop after this many validations without improvement; None: never stop early
     valid_set: str | None = "valid"  # target set used for model selection; None: no validation, keep last epoch
@@ -91,6 +96,10 @@ class TrainConfig:
     #: each step's loss is scaled by its share of labelled positions (``_labels_per_batch``).  Off by default:
     #: it changes the batches, hence the random draws and the numbers of a seeded run.
     length_buckets: bool = False
+    #: loss "sampled": negatives shared by a batch, drawn (with replacement) from training label counts ** power
+    #: (0: uniform; e.g. 0.75: popular items more often, the logQ correction keeps the estimate unbiased)
+    sampled_negatives: int = 1024
+    negative_power: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -100,6 +109,9 @@ class TrainConfig:
             problems.append(f"train_on={self.train_on!r} must be 'target' or 'all'")
         if self.epochs < 0 or self.batch_size < 1 or self.eval_every < 1:
             problems.append("epochs must be >= 0, batch_size and eval_every >= 1")
+        if self.sampled_negatives < 1 or self.negative_power < 0:
+            problems.append(f"sampled_negatives={self.sampled_negatives} must be >= 1 and "
+                            f"negative_power={self.negative_power} >= 0")
         if self.patience is not None and self.patience < 1:
             problems.append(f"patience={self.patience} must be >= 1 or None")
         if not re.match(r"(full|sampled\d+)_", self.valid_metric):
@@ -170,14 +182,68 @@ def _config_diff(a: dict, b: dict) -> list[str]:
 
 
 # ---- training ----------------------------------------------------------------------------------------------------
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def sparse_table(model: nn.Module, cfg: TrainConfig) -> nn.Embedding | None:
+    """The item table updated sparsely under ``cfg`` (the ``sampled`` loss on a model that offers one), else None."""
+    if cfg.loss != "sampled" or not isinstance(model, Recommender):
+        return None
+    table = model.sparse_item_table()
+    return table if table is not None and table.weight.requires_grad else None
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer | "SparseTableAdam":
+    """AdamW over the model's trainable parameters; under the ``sampled`` loss, with the model's item table
+    (``sparse_item_table``) switched to sparse gradients and updated by lazy Adam (``SparseTableAdam``)."""
+    table = sparse_table(model, cfg)
+    sparse = [] if table is None else [table.weight]
     # Decay only matrices (embeddings, Linear weights): decaying biases and LayerNorm gains only hurts.
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2 and not any(p is t for t in sparse)]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # foreach: one multi-tensor kernel per update op instead of a Python loop over parameters; the same numbers,
     # bit for bit, as the loop (tests/models/test_trainer.py).  (fused=True is not: it rounds differently.)
-    return torch.optim.AdamW(groups, lr=cfg.lr, foreach=True)
+    dense = torch.optim.AdamW(groups, lr=cfg.lr, foreach=True)
+    if table is None:
+        return dense
+    table.sparse = True
+    return SparseTableAdam(dense, torch.optim.SparseAdam(sparse, lr=cfg.lr), type(model).__name__)
+
+
+class SparseTableAdam:
+    """Two optimizers stepped as one: AdamW for the dense parameters and ``torch.optim.SparseAdam`` for an item
+    table with sparse gradients.  SparseAdam is lazy: it updates the rows a batch touched, and only their moments,
+    so a step costs O(rows used x d) instead of O(catalogue x d) (an untouched row's moments do not decay, and the
+    table gets no weight decay: the standard trade of sparse embedding training)."""
+
+    def __init__(self, dense: torch.optim.Optimizer, sparse: torch.optim.SparseAdam, model_name: str):
+        self.dense, self.sparse, self.model_name = dense, sparse, model_name
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.dense.param_groups + self.sparse.param_groups
+
+    @property
+    def state(self) -> dict:
+        return {**self.dense.state, **self.sparse.state}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.dense.zero_grad(set_to_none=set_to_none)
+        self.sparse.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure=None) -> None:
+        for p in self.sparse.param_groups[0]["params"]:
+            if p.grad is not None and not p.grad.is_sparse:
+                raise RuntimeError(f"train: {self.model_name}'s item table got a dense gradient under the 'sampled' "
+                                   "loss (something reads the whole table in training): return None from its "
+                                   "sparse_item_table()")
+        self.dense.step()
+        self.sparse.step()
+
+    def state_dict(self) -> dict:
+        return {"dense": self.dense.state_dict(), "sparse": self.sparse.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.dense.load_state_dict(state["dense"])
+        self.sparse.load_state_dict(state["sparse"])
 
 
 # ---- data parallelism -------------------------------------------------------------------------------------------
@@ -246,6 +312,8 @@ class _Run:
     ckpt_path: Path | None
     #: length_buckets: labelled positions of an average batch of plain batching (see ``_labels_per_batch``)
     labels_per_batch: float | None = None
+    #: loss "sampled": where each batch's shared negatives come from
+    proposal: NegativeProposal | None = None
     state: dict = field(default_factory=lambda: {
         "epoch": 0, "best_metric": None, "best_epoch": 0, "best_state": None, "bad_evals": 0, "history": [],
         "stopped_early": False})
@@ -272,6 +340,9 @@ def _start(model: Recommender, data: SequenceDataset, cfg: TrainConfig, checkpoi
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     # Loss scaling is only needed for fp16, whose small exponent range underflows gradients; bf16 has fp32's range.
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    if sparse_table(model, cfg) is not None and (cfg.grad_clip is not None or world > 1):
+        raise ValueError("train: the 'sampled' loss updates the item table sparsely, which supports neither "
+                         "grad_clip nor several ranks; unset grad_clip / train on one process")
     optimizer = build_optimizer(model, cfg)
     n_items = int(model.config.to_dict().get("n_items", data.n_items))
     if n_items != data.n_items:
@@ -286,10 +357,14 @@ def _start(model: Recommender, data: SequenceDataset, cfg: TrainConfig, checkpoi
     # With several ranks each draws its own negatives and dropout masks (the shards come from epoch_shard).
     rng = np.random.default_rng(cfg.seed if world == 1 else [cfg.seed, rank])
     torch.manual_seed(cfg.seed if world == 1 else cfg.seed + 7919 * rank)  # dropout: torch's global generator
+    proposal = None
+    if cfg.loss == "sampled":
+        counts = label_counts(data, train_users, cfg.train_on) if cfg.negative_power else None
+        proposal = NegativeProposal(data.n_items, cfg.sampled_negatives, counts, cfg.negative_power)
     return _Run(model, data, cfg, device, rank, world, optimizer, scaler, use_amp, amp_dtype, rng,
                 train_users, zero_shot, Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None,
                 _labels_per_batch(data, train_users, model.max_len, cfg, world, zero_shot)
-                if cfg.length_buckets else None)
+                if cfg.length_buckets else None, proposal)
 
 
 def _labels_per_batch(data: SequenceDataset, users: np.ndarray, max_len: int, cfg: TrainConfig, world: int,
@@ -330,6 +405,8 @@ def _resume(run: _Run) -> bool:
                 run.state[k] = ckpt[k]
             resumed = True
             logger.info("resuming from %s after epoch %d", run.ckpt_path, run.state["epoch"])
+            if run.rank == 0:  # the runs that wrote it were killed: close them if they still read "running"
+                run_records.close_replaced(ckpt.get("writer"))
     if run.world > 1:
         # Every rank must start from rank 0's weights and epoch: a rank that did not see rank 0's checkpoint
         # (a checkpoint_dir that is not shared between nodes) would otherwise run a different number of steps.
@@ -356,7 +433,9 @@ def _batches(run: _Run, shard: np.ndarray, profile_rows: np.ndarray | None, step
             break
         profiles = torch.from_numpy(profile_rows[batch_users[0].numpy()]) if profile_rows is not None else None
         negatives = None
-        if cfg.loss != "ce":
+        if run.proposal is not None:
+            negatives = run.proposal.draw(run.rng)
+        elif cfg.loss != "ce":
             avoid = torch.cat([items, labels], 1).numpy() if avoid_history else None
             negatives = torch.from_numpy(sample_negatives(labels.numpy(), data.n_items, run.rng, avoid))
         yield Batch(items, behaviors, labels, mask, negatives, profiles)
@@ -455,6 +534,7 @@ def _save(run: _Run, epoch: int, hooks: TrainHooks) -> None:
         "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
         "numpy_rng": run.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None, **run.state,
+        "writer": run_records.writer_record(),  # the MLflow / ZenML runs writing it (closed if a resume finds them)
     })
     if hooks.on_checkpoint is not None:
         hooks.on_checkpoint(epoch, run.ckpt_path)

@@ -241,7 +241,7 @@ class TunedRecommender(Recommender):
             mask = mask & (items != 0)
         start = self._first_used_column(items, mask)
         items, behaviors, labels, mask = items[:, start:], behaviors[:, start:], labels[:, start:], mask[:, start:]
-        if negatives is not None:
+        if isinstance(negatives, Tensor):  # one per position (bce / bpr); a sampled loss's shared ones stay whole
             negatives = resample_clashes(negatives[:, start:], labels, mask, cfg.n_items)
         h, empty, side, extra = self._states(items, behaviors, profiles)
         states = self._with_empty(items, 0, h, empty, side)
