@@ -17,20 +17,29 @@ from typing import Optional
 from zenml import pipeline
 from zenml.enums import ExecutionMode
 
+from components.data import config_schema as data_schema
+from components.registry.names import resolve_model_name
+from components.training import config_schema as train_schema
+from components.tuning import config_schema as tune_schema
 from steps import (align_vocab, clean, evaluate, fingerprint_input, ingest, load_base, prompt_tune, register,
                    retune_head, split, validate)
 
 
 @pipeline(enable_cache=True, execution_mode=ExecutionMode.FAIL_FAST)
-def prompt_refresh_pipeline(dataset: str, raw_path: str, seed: int = 42, mapping: Optional[dict] = None,
-                            tuning: str = "none") -> None:
+def prompt_refresh_pipeline(dataset: data_schema.Dataset, raw_path: str, seed: train_schema.Seed = 42,
+                            mapping: data_schema.Mapping = None, tuning: tune_schema.Tuning = "none",
+                            model_name: Optional[str] = None) -> None:
+    mapping = data_schema.pipeline_mapping(dataset, mapping)  # typed parameters: checked before any step
+    # The registered name whose champion is refreshed (default mbprompt-<dataset>; required for the generic reader).
+    name = resolve_model_name(dataset, model_name)
     # ---- data ------------------------------------------------------------------------------------------------
     input_fingerprint = fingerprint_input(raw_path)
     interactions, profiles, _ = ingest(dataset=dataset, raw_path=raw_path, input_fingerprint=input_fingerprint,
                                        mapping=mapping)
-    report, data_profile = validate(interactions, profiles, dataset=dataset, raw_path=raw_path, mapping=mapping)
+    report, data_profile = validate(interactions, profiles, dataset=dataset, raw_path=raw_path, mapping=mapping,
+                                    model_name=name)
     cleaned = clean(interactions, after=report)
-    aligned, champion_base = align_vocab(cleaned, dataset=dataset)
+    aligned, champion_base = align_vocab(cleaned, dataset=dataset, model_name=name)
     sequences = split(aligned, profiles, seed=seed, dataset=dataset)
     # ---- model: the champion's base, re-tuned ---------------------------------------------------------------
     base = None
@@ -41,4 +50,5 @@ def prompt_refresh_pipeline(dataset: str, raw_path: str, seed: int = 42, mapping
         model = prompt_tune(base, sequences, seed=seed, tuning=tuning)
     evaluation = evaluate(model, sequences, dataset=dataset, base_model=base)
     # ---- deployment ------------------------------------------------------------------------------------------
-    register(model, sequences, evaluation, dataset=dataset, data_profile=data_profile, base_model=base)
+    register(model, sequences, evaluation, dataset=dataset, data_profile=data_profile, base_model=base,
+             model_name=name)

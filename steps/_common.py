@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.util
+import logging
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -13,6 +16,36 @@ from zenml.config.cache_policy import CachePolicy
 
 #: Name of the MLflow experiment tracker in the active stack (infra/stacks registers it under this name).
 TRACKER = os.environ.get("MBPROMPT_EXPERIMENT_TRACKER", "mlflow_tracker")
+
+
+class _AbsentAutologFilter(logging.Filter):
+    """Drops ZenML's "Failed to disable MLflow autologging for the following frameworks: [...]" warning when every
+    framework it lists has no ``mlflow.<framework>`` module in the installed MLflow (MLflow 3 dropped
+    ``mlflow.fastai``): ZenML's MLflow tracker tries to switch off autologging for a fixed list of frameworks after
+    every tracked step, and there is nothing to switch off for one MLflow no longer ships.  Any other failure
+    (a framework MLflow has, whose ``autolog(disable=True)`` raised) is still shown."""
+
+    PREFIX = "Failed to disable MLflow autologging for the following frameworks:"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(self.PREFIX):
+            return True
+        listed = re.findall(r"'([A-Za-z0-9_]+)'", message[len(self.PREFIX):])
+        return not listed or any(_mlflow_has(name) for name in listed)
+
+
+def _mlflow_has(framework: str) -> bool:
+    try:
+        return importlib.util.find_spec(f"mlflow.{framework}") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+#: The logger of ZenML's MLflow experiment tracker (``disable_autologging`` warns through it).
+MLFLOW_TRACKER_LOGGER = "zenml.integrations.mlflow.experiment_trackers.mlflow_experiment_tracker"
+if not any(isinstance(f, _AbsentAutologFilter) for f in logging.getLogger(MLFLOW_TRACKER_LOGGER).filters):
+    logging.getLogger(MLFLOW_TRACKER_LOGGER).addFilter(_AbsentAutologFilter())
 
 #: The checkout this module was loaded from (a copy of the repository hashes its own files).
 ROOT = Path(__file__).resolve().parents[1]

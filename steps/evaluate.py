@@ -6,7 +6,9 @@ import components.training.report as reporting
 from components.data.sequences import SequenceDataset
 from components.metrics.report import EvaluationReport
 from components.models.trained import TrainedModel
+from components.settings import settings_dict
 from components.tracking import mlflow_log
+from components.training import config_schema as schema
 from steps._common import TRACKER, cache_on_code
 
 
@@ -15,12 +17,13 @@ def evaluate(
     model: TrainedModel,
     sequences: SequenceDataset,
     dataset: str,
-    ks: Optional[list[int]] = None,
-    batch_size: int = 256,
+    ks: schema.EvaluateKs = None,
+    batch_size: schema.EvaluateBatchSize = 256,
     base_model: Optional[TrainedModel] = None,
 ) -> Annotated[EvaluationReport, "evaluation"]:
     """Rank test targets under both protocols (sampled negatives, full ranking) for the model, popularity and,
     when the model was tuned, the pre-trained model it came from."""
+    ks = settings_dict(ks, schema.EvaluateKs)
     report = reporting.evaluation_report(model, sequences, dataset, ks=tuple(ks or (5, 10, 20, 50)),
                                          batch_size=batch_size, pretrained=base_model)
     for name, metrics in report.metrics.items():

@@ -3,6 +3,7 @@ from typing import Annotated, Optional
 import pyarrow as pa
 from zenml import log_metadata, step
 
+from components.data import config_schema as schema
 from components.data import prepare
 from components.tracking import mlflow_log
 from steps._common import TRACKER, cache_on_code
@@ -14,7 +15,7 @@ def ingest(
     raw_path: str,
     input_fingerprint: str,
     mapping: Optional[dict] = None,
-    max_malformed_fraction: float = 0.001,
+    max_malformed_fraction: schema.MaxMalformedFraction = 0.001,
 ) -> tuple[
     Annotated[pa.Table, "interactions"],
     Annotated[pa.Table, "profiles"],

@@ -1,4 +1,4 @@
-from typing import Annotated, Optional
+from typing import Annotated
 
 from zenml import get_step_context, step
 from zenml.client import Client
@@ -6,18 +6,23 @@ from zenml.client import Client
 import components.training.pretrain as pretraining
 from components.data.sequences import SequenceDataset
 from components.models.trained import TrainedModel
+from components.settings import settings_dict
 from components.tracking import mlflow_log
+from components.training import config_schema as schema
 from steps._common import TRACKER, cache_on_code
+from steps._runs import track_training_run
 
 
 @step(experiment_tracker=TRACKER, cache_policy=cache_on_code(__name__))
 def pretrain(
     sequences: SequenceDataset,
     seed: int = 42,
-    model: Optional[dict] = None,
-    training: Optional[dict] = None,
+    model: schema.Model = None,
+    training: schema.Training = None,
 ) -> Annotated[TrainedModel, "pretrained_model"]:
     """Pre-train the encoder on warm users, logging every epoch; resumes from the last checkpoint if killed."""
+    model, training = settings_dict(model, schema.Model), settings_dict(training, schema.Training)  # as configured
+    track_training_run("training")  # checkpoints name this run (a killed one is closed on resume); data; system metrics
     mlflow_log.log_params({"model": model or {}, "training": training or {}, "seed": seed})
 
     def log_epoch(epoch: int, metrics: dict) -> None:

@@ -2,7 +2,7 @@
 cpl | pomrec | none``); every tuning run logs its efficiency beside the fine-tuning run on the same data."""
 
 import uuid
-from typing import Annotated, Optional
+from typing import Annotated
 
 from zenml import log_metadata, step
 from zenml.config.cache_policy import CachePolicy
@@ -11,8 +11,11 @@ import components.tuning.tune as tune
 from components.data.sequences import SequenceDataset
 from components.models.trained import TrainedModel
 from components.registry import store, versions
+from components.settings import settings_dict
 from components.tracking import mlflow_log
+from components.tuning import config_schema as schema
 from steps._common import TRACKER, cache_on_code
+from steps._runs import track_training_run
 
 
 @step(experiment_tracker=TRACKER, cache_policy=cache_on_code(__name__))
@@ -20,14 +23,16 @@ def prompt_tune(
     pretrained_model: TrainedModel,
     sequences: SequenceDataset,
     seed: int = 42,
-    tuning: str = "none",
-    settings: Optional[dict] = None,
-    training: Optional[dict] = None,
+    tuning: schema.Tuning = "none",
+    settings: schema.Settings = None,
+    training: schema.Training = None,
 ) -> Annotated[TrainedModel, "tuned_model"]:
     """Tune on the cold tuning users and keep the epoch that ranks their last targets best; ``none`` passes the
     pre-trained model on unchanged."""
+    settings, training = settings_dict(settings, schema.Settings), settings_dict(training, schema.Training)
     if tuning == "none":
         return pretrained_model
+    track_training_run("tuning")  # checkpoints name this run (a killed one is closed on resume); data; system metrics
     digest = tune.data_digest(sequences)
     mlflow_log.log_params({"tuning": tuning, "tuning_settings": settings or {}, "training": training or {},
                            "seed": seed, "data_digest": digest, "base_architecture": pretrained_model.architecture})

@@ -15,7 +15,9 @@ from components.data.clean import CleanResult
 from components.data.sequences import SequenceDataset
 from components.models.trained import TrainedModel
 from components.registry import names, versions
+from components.settings import settings_dict
 from components.tracking import mlflow_log
+from components.training import config_schema as schema
 from steps._common import TRACKER, cache_on_code
 
 
@@ -26,13 +28,14 @@ def _fresh_every_run() -> str:
 
 
 @step(experiment_tracker=TRACKER, enable_cache=False, cache_policy=CachePolicy(cache_func=_fresh_every_run))
-def align_vocab(clean_interactions: CleanResult, dataset: str) -> tuple[
+def align_vocab(clean_interactions: CleanResult, dataset: str, model_name: Optional[str] = None) -> tuple[
     Annotated[CleanResult, "aligned_interactions"],
     Annotated[dict, "champion_base"],
 ]:
     """Map the cleaned fresh data onto the current champion's item and behavior vocabulary, dropping what it does
-    not know; fails if there is no champion yet (run the training pipeline first)."""
-    base = versions.load_version(names.model_name(dataset))  # no version named: the champion
+    not know; fails if there is no champion yet (run the training pipeline first).  ``model_name``: the
+    registered name (the pipeline's; default mbprompt-<dataset>)."""
+    base = versions.load_version(model_name or names.model_name(dataset))  # no version named: the champion
     aligned, report = refresh.align_to_vocab(clean_interactions, base.item_ids, base.behavior_names)
     mlflow_log.log_dict(report, "data/align_report.json")
     mlflow_log.log_params({"base_version": base.version})
@@ -45,10 +48,11 @@ def retune_head(
     sequences: SequenceDataset,
     champion_base: dict,
     seed: int = 42,
-    training: Optional[dict] = None,
+    training: schema.RefreshTraining = None,
 ) -> Annotated[TrainedModel, "refreshed_model"]:
     """Load the champion's base (the version ``align_vocab`` aligned to) and re-tune its head on the fresh warm
     users; every other weight is verified unchanged."""
+    training = settings_dict(training, schema.RefreshTraining)  # as configured
     mlflow_log.log_params({"training": training or {}, "seed": seed, "base_version": champion_base["version"]})
     base = versions.load_version(champion_base["name"], champion_base["version"])
 

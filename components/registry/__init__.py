@@ -7,9 +7,14 @@ the fine-tuning reference run.
 Its modules, each imported on its own (this file imports none of them, so a data step that only reads the
 champion's data profile does not reach the model code, and its cache key does not follow it):
 
-- :mod:`~components.registry.names`: registered model names (``model_name``, the only place one is formed), the
+- :mod:`~components.registry.names`: registered model names (``model_name`` / ``resolve_model_name``: the config's
+  ``model_name``, default ``mbprompt-<dataset>``, required for the generic reader; the only place one is formed), the
   champion alias, and the tags and artifact paths the registry keeps;
 - :mod:`~components.registry.promotion`: the champion decision, a pure function of the two versions' figures;
+- :mod:`~components.registry.champion`: the champion gate: the champion scored on the challenger's validation
+  data, the decision applied under a promotion lock (file lock locally, optimistic re-checks remotely);
+- :mod:`~components.registry.integrity`: the manifest of a version's stored files (sha256 each; its own digest a
+  version tag) and the checks every loader runs before using a version;
 - :mod:`~components.registry.store`: look-ups and downloads that need no model code: the champion version, a
   version by weights digest, a version's files, a frozen base's weights (serving), the champion's data profile
   (drift gate), the fine-tuning reference run (tuning efficiency);

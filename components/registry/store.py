@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from components.registry import integrity
 from components.registry.names import CHAMPION, PROFILE_TAG, WEIGHTS_TAG
 from components.tracking import mlflow_log
 
@@ -51,10 +52,23 @@ def download_version(name: str, version: str | int, dst: str | Path, tracking_ur
                                                     tracking_uri=tracking_uri or mlflow.get_tracking_uri()))
 
 
+def download_verified(name: str, version: str | int, dst: str | Path,
+                      tracking_uri: str | None = None) -> tuple[ModelVersion, Path, bool]:
+    """Download ``name`` v``version`` into ``dst`` and check its files against the integrity manifest registered
+    with it (components.registry.integrity; IntegrityError on a mismatch).  Returns (the model version, the
+    local folder, whether a manifest was checked: False for a version registered before manifests)."""
+    mv = MlflowClient(tracking_uri).get_model_version(name, str(version))
+    local = download_version(name, version, dst, tracking_uri)
+    checked = integrity.verify_version(name, mv, local, tracking_uri)
+    return mv, local, checked
+
+
 def fetch_base_weights(base: dict, tracking_uri: str | None = None) -> Path:
-    """Download ``base`` (``{"name", "version"}``, a tuned model's frozen base) and return its
-    ``weights.safetensors`` (in a temporary folder that lives as long as the process)."""
-    local = download_version(base["name"], base["version"], tempfile.mkdtemp(prefix="mbprompt-base-"), tracking_uri)
+    """Download ``base`` (``{"name", "version"}``, a tuned model's frozen base), check it against its integrity
+    manifest and return its ``weights.safetensors`` (in a temporary folder that lives as long as the process).
+    The caller also compares the weights with the digest the tuned model recorded (``base["sha256"]``)."""
+    _, local, _ = download_verified(base["name"], base["version"], tempfile.mkdtemp(prefix="mbprompt-base-"),
+                                    tracking_uri)
     found = sorted(local.rglob("weights.safetensors"))
     if not found:
         raise FileNotFoundError(f"base {base['name']} v{base['version']} has no weights.safetensors: not a "

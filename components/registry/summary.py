@@ -1,6 +1,7 @@
 """Print where a run's results are: the MLflow tracking URI, the registered model version and its metrics.
 
-    python -m components.registry.summary --tracking-uri sqlite:///.mlflow/mlflow.db --dataset ml1m
+    python -m components.registry.summary --tracking-uri sqlite:///.mlflow/mlflow.db --dataset ml1m \
+        [--model-name mbprompt-ml1m]   # the config's model_name, when it sets one
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import json
 from mlflow import MlflowClient
 
 from components.registry import store
-from components.registry.names import CHAMPION, DECISION_TAG, model_name
+from components.registry.names import CHAMPION, DECISION_TAG, resolve_model_name
 
 
-def summary(tracking_uri: str, dataset: str) -> str:
+def summary(tracking_uri: str, dataset: str, model_name: str | None = None) -> str:
+    """The run's results for the registered model ``model_name`` (default mbprompt-<dataset>)."""
     client = MlflowClient(tracking_uri=tracking_uri)
-    name = model_name(dataset)
+    name = resolve_model_name(dataset, model_name)
     versions = client.search_model_versions(f"name='{name}'")
     if not versions:
         return f"MLflow tracking URI: {tracking_uri}\nno registered version of {name} yet"
@@ -41,8 +43,9 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--tracking-uri", required=True)
     p.add_argument("--dataset", required=True)
+    p.add_argument("--model-name", default=None, help="the config's model_name (default mbprompt-<dataset>)")
     a = p.parse_args()
-    print(summary(a.tracking_uri, a.dataset))  # noqa: T201 - a CLI's output
+    print(summary(a.tracking_uri, a.dataset, a.model_name))  # noqa: T201 - a CLI's output
 
 
 if __name__ == "__main__":

@@ -3,7 +3,11 @@ with it (``weights.safetensors``, ``model.json``, ``items.json``) and returns a
 ``components.training.refresh.ChampionBase``: the TrainedModel, its vocabularies and where it is registered.
 Without a version it loads the champion: the base the daily refresh re-tunes and prompt tuning starts from.
 ``load_served`` loads a version as the served model does (``components.serving.recommender.ServedModel``, a tuned
-model's frozen base fetched and checked): what batch recommendations score with."""
+model's frozen base fetched and checked): what batch recommendations score with.
+
+Both check every downloaded file against the version's integrity manifest before reading any
+(``components.registry.integrity``; a mismatch raises ``IntegrityError`` naming the model, version, file and
+check), and neither imports the stored model code."""
 
 from __future__ import annotations
 
@@ -16,12 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlflow import MlflowClient
-
 from components.models.trained import TrainedModel
 from components.registry import store
-from components.registry.names import BUNDLE_FILES, CHAMPION
-from components.serving.recommender import ServedModel
+from components.registry.integrity import IntegrityError
+from components.registry.names import BUNDLE_FILES, CHAMPION, WEIGHTS_TAG
+from components.serving.recommender import ServedModel, weights_digest
 from components.training.refresh import ChampionBase
 
 logger = logging.getLogger(__name__)
@@ -49,14 +52,31 @@ def _bundle(name: str, version: str | int | None, tracking_uri: str | None) -> I
     """(the model version, its bundle files by name) of ``version`` (None: the champion), downloaded into a
     temporary folder that lives as long as the context."""
     version = _resolve(name, version, tracking_uri)
-    mv = MlflowClient(tracking_uri).get_model_version(name, version)
     with tempfile.TemporaryDirectory() as tmp:
-        local = store.download_version(name, version, tmp, tracking_uri)
+        # every stored file checked against the version's manifest before anything reads one (IntegrityError)
+        mv, local, checked = store.download_verified(name, version, tmp, tracking_uri)
         files = {p.name: p for p in local.rglob("*") if p.name in BUNDLE_FILES}
         missing = set(BUNDLE_FILES) - set(files)
         if missing:
             raise FileNotFoundError(f"{name} v{version} lacks {sorted(missing)}: not a registered recommender")
+        if not checked:
+            _check_legacy_weights(name, mv, files)
         yield mv, files
+
+
+def _check_legacy_weights(name: str, mv: Any, files: dict[str, Path]) -> None:
+    """A version registered before integrity manifests: compare a self-contained bundle's weights with the
+    version's ``weights_sha256`` tag (a bundle that stores only tuned modules is checked through its base)."""
+    from safetensors.torch import load_file
+
+    recorded = mv.tags.get(WEIGHTS_TAG)
+    if not recorded or json.loads(files["model.json"].read_text()).get("base"):
+        return
+    actual = weights_digest(load_file(str(files["weights.safetensors"])))
+    if actual != recorded:
+        raise IntegrityError(f"{name} v{mv.version} refused: weights check (sha256 of the stored weights against "
+                             f"the version's tag {WEIGHTS_TAG}) failed: weights.safetensors digests to "
+                             f"{actual[:16]}… but the tag records {recorded[:16]}…")
 
 
 def load_version(name: str, version: str | int | None = None, tracking_uri: str | None = None) -> ChampionBase:

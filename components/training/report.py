@@ -86,7 +86,7 @@ def evaluation_report(trained: TrainedModel, data: SequenceDataset, dataset: str
                  "but the target"),
              f"test_repeat_share = {repeat_share:.4f}: share of warm test targets already in the user's history "
              f"(test_repeat: those, test_new: the rest)"]
-    png = figure_png(training_curves(trained.history, title=f"{trained.name} on {dataset}")) \
-        if trained.history else None
+    png = figure_png(training_curves(trained.history, title=f"{trained.name} on {dataset}",
+                                     best_epoch=trained.best_epoch)) if trained.history else None
     return EvaluationReport(dataset=dataset, metrics=metrics, ks=list(ks), notes=notes, curves_png=png,
                             history_items=data.meta.get("history_items", "excluded"))

@@ -3,8 +3,9 @@ experiment tracker and an MLflow model registry on ``sqlite:///<repo>/.mlflow/ml
 
     python -m infra.stacks.local_stack [--mlflow-dir .mlflow] [--stack mbprompt-local]
 
-Also creates the MLflow experiment the pipelines log to, with its artifacts under ``<mlflow-dir>/artifacts``
-(left to itself, MLflow would put them in ``./mlruns`` of whatever directory a run starts in).
+Also creates the MLflow experiments the pipelines log to, with their artifacts under ``<mlflow-dir>/artifacts``
+(left to itself, MLflow would put them in ``./mlruns`` of whatever directory a run starts in), tagged as model
+training experiments (``mlflow.experimentKind``) so that the MLflow UI opens them on their runs.
 """
 
 from __future__ import annotations
@@ -26,11 +27,18 @@ def ensure_experiments(mlflow_dir: Path, names=EXPERIMENTS) -> None:
     import mlflow
     from mlflow import MlflowClient
 
+    from components.tracking.mlflow_log import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+
     mlflow_dir.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(tracking_uri=tracking_uri(mlflow_dir))
     for name in names:
-        if client.get_experiment_by_name(name) is None:
-            client.create_experiment(name, artifact_location=(mlflow_dir.resolve() / "artifacts").as_uri())
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            # Tagged as model training: MLflow 3's UI opens it on its runs, not on the GenAI overview.
+            client.create_experiment(name, artifact_location=(mlflow_dir.resolve() / "artifacts").as_uri(),
+                                     tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        elif EXPERIMENT_KIND_TAG not in experiment.tags:  # created before the tag was set here
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     mlflow.set_tracking_uri("")
 
 

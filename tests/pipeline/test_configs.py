@@ -105,6 +105,33 @@ def test_step_names_and_parameters_exist(path: Path, pipeline_steps: dict):
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_validates_against_the_parameter_schemas(path: Path, pipeline_steps: dict):
+    """Every value of the config passes the typed schema of the parameter it sets (the step's or the pipeline's
+    annotation, components/*/config_schema.py) exactly as ZenML checks it when it compiles a run, and the step
+    hands its component the very values the YAML holds; nothing runs."""
+    from pydantic import TypeAdapter
+
+    from components.settings import Settings, settings_dict
+
+    pipe = _pipeline_for(path)
+    cfg = _load(path)
+    checked = 0
+    signature = inspect.signature(pipe.entrypoint).parameters
+    for name, value in (cfg.get("parameters") or {}).items():
+        TypeAdapter(signature[name].annotation).validate_python(value)
+        checked += 1
+    for step_name, step_cfg in (cfg.get("steps") or {}).items():
+        signature = inspect.signature(pipeline_steps[pipe.name][step_name].entrypoint).parameters
+        for name, value in ((step_cfg or {}).get("parameters") or {}).items():
+            annotation = signature[name].annotation
+            parsed = TypeAdapter(annotation).validate_python(value)
+            if isinstance(parsed, Settings):
+                assert settings_dict(parsed, annotation) == value, f"{path.name}: steps.{step_name}.{name}"
+            checked += 1
+    assert checked >= 3, path.name
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_nested_settings_are_accepted_by_their_components(path: Path):
     """The dicts each step hands to a component are parsed exactly as the step parses them (unknown keys raise)."""
     from components.data.clean import CleanConfig

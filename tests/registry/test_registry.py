@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from components.metrics.report import EvaluationReport
 from components.models.registry import build_model
 from components.models.trained import TrainedModel
+from components.registry import champion as champion_gate
 from components.registry import names, store
 from components.registry.promotion import Promotion, Standing, decide_promotion
 from components.registry.register import register_recommender
@@ -19,6 +20,7 @@ from components.registry.summary import summary
 from components.registry.versions import NoChampionError, load_version
 from components.serving.recommender import weights_digest
 from tests.models.synthetic import make_chain_dataset
+from tests.registry.stores import mlflow_store
 
 pytestmark = pytest.mark.unit
 METRIC = "valid_sampled99_ndcg_at_10"
@@ -39,29 +41,29 @@ def test_first_version_is_promoted():
 
 
 def test_a_strictly_better_value_takes_the_alias_an_equal_one_does_not():
-    champion = Standing("2", METRIC, 0.3)
+    champion = Standing("2", METRIC, 0.3)  # the champion's figure on the challenger's validation split
     better = decide_promotion("m", Standing("3", METRIC, 0.30001), champion)
-    assert better == Promotion(True, f"{METRIC} 0.3000 beats champion v2 (0.3000)")
+    assert better == Promotion(True, f"{METRIC} 0.3000 beats champion v2 (0.3000 on v3's validation split)")
     for value in (0.3, 0.2):
         kept = decide_promotion("m", Standing("3", METRIC, value), champion)
-        assert kept == Promotion(False, f"{METRIC} {value:.4f} does not beat champion v2 (0.3000); kept without "
-                                        "the alias")
+        assert kept == Promotion(False, f"{METRIC} {value:.4f} does not beat champion v2 (0.3000 on v3's "
+                                        "validation split); kept without the alias")
 
 
-@pytest.mark.parametrize("champion", [
-    Standing("2", "valid_full_ndcg_at_10", 0.9),  # another metric (protocol)
-    Standing("2", METRIC, None),  # no value
-    Standing("2", METRIC, 0.9, history_items="candidates"),  # measured with history items as candidates
+@pytest.mark.parametrize("champion, why", [
+    (Standing("2", "valid_full_ndcg_at_10", 0.01), "different metrics are never compared"),
+    (Standing("2", METRIC, None), "cannot be scored on v5's validation data (no figure)"),
+    (Standing("2", METRIC, 0.01, history_items="candidates"), "different protocols are never compared"),
 ])
-def test_a_champion_without_a_comparable_figure_gives_way(champion):
-    decision = decide_promotion("m", Standing("5", METRIC, 0.1), champion)
-    assert decision == Promotion(True, f"champion v2 has no comparable {METRIC} (history_items excluded); "
-                                       "promoting v5 (0.1000)")
+def test_a_champion_without_a_comparable_figure_is_never_replaced_automatically(champion, why):
+    decision = decide_promotion("m", Standing("5", METRIC, 0.9), champion)
+    assert decision.promote is False and decision.reason.startswith("not promoted: champion v2") and \
+        why in decision.reason
 
 
 def test_a_champions_standing_comes_from_its_tags():
     assert Standing.from_tags(4, {"selection_metric": METRIC, "selection_value": "0.250000"}) == \
-        Standing("4", METRIC, 0.25, "excluded")  # registered before history_items existed: excluded
+        Standing("4", METRIC, 0.25, "excluded", recorded=0.25)  # registered before history_items: excluded
     assert Standing.from_tags("4", {"history_items": "candidates"}) == Standing("4", None, None, "candidates")
     with pytest.raises(ValueError, match="needs its selection metric and value"):
         decide_promotion("m", Standing("1", METRIC, None), None)
@@ -71,12 +73,8 @@ def test_a_champions_standing_comes_from_its_tags():
 @pytest.fixture
 def tracking(tmp_path):
     """A fresh MLflow SQLite store with its artifacts in the temp dir, as MLflow's current tracking URI."""
-    before = mlflow.get_tracking_uri()
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    experiment = MlflowClient(uri).create_experiment("gateway", artifact_location=(tmp_path / "artifacts").as_uri())
-    yield uri, experiment
-    mlflow.set_tracking_uri(before)
+    with mlflow_store(tmp_path, "gateway") as store:
+        yield store
 
 
 def test_an_empty_registry_has_no_champion(tracking):
@@ -103,26 +101,38 @@ def test_register_load_and_look_up_versions(tracking):
         return TrainedModel(architecture="sasrec", config={**config, "seed": seed},
                             state_dict={k: v.detach().clone() for k, v in model.state_dict().items()})
 
-    def register(model: TrainedModel, value: float, profile: dict | None = None) -> dict:
-        report = EvaluationReport(dataset="chain", metrics={"sasrec": {METRIC: value, "test_sampled99_hr_at_10": 0.5}})
+    # real figures: the gate measures the champion on the challenger's data, as the evaluate step measured these
+    metric = "valid_sampled20_ndcg_at_10"
+    models = {seed: trained(seed) for seed in range(1, 7)}
+    value = {seed: champion_gate.measure(m.build(), data, metric) for seed, m in models.items()}
+    ranked = sorted(models, key=value.get)
+    low, mid, high = ranked[0], ranked[len(ranked) // 2], ranked[-1]
+    assert value[low] < value[mid] < value[high]
+
+    def register(seed: int, profile: dict | None = None) -> dict:
+        report = EvaluationReport(dataset="chain", metrics={"sasrec": {metric: value[seed],
+                                                                       "test_sampled20_hr_at_10": 0.5}})
         with mlflow.start_run(experiment_id=experiment):
-            return register_recommender(model, data, report, "chain", selection_metric=METRIC, data_profile=profile)
+            return register_recommender(models[seed], data, report, "chain", selection_metric=metric,
+                                        data_profile=profile)
 
     name = names.model_name("chain")
     profile = {"events": 100, "users": 20, "items": 120, "behavior_share": {"b1": 1.0}}
-    first_model, second_model, third_model = trained(1), trained(2), trained(3)
-    first = register(first_model, 0.3, profile)
-    second = register(second_model, 0.2)
-    third = register(third_model, 0.4)
+    first_model, second_model, third_model = models[mid], models[low], models[high]
+    first = register(mid, profile)
+    second = register(low)
+    third = register(high)
     assert (first["name"], first["version"], first["champion"]) == (name, "1", True)
-    assert first["reason"] == f"first version of {name}: {METRIC}=0.3000"
+    assert first["reason"] == f"first version of {name}: {metric}={value[mid]:.4f}"
     assert second["champion"] is False and "does not beat champion v1" in second["reason"]
-    assert third["champion"] is True and third["reason"] == f"{METRIC} 0.4000 beats champion v1 (0.3000)"
+    assert third["champion"] is True and third["reason"] == \
+        f"{metric} {value[high]:.4f} beats champion v1 ({value[mid]:.4f} on v3's validation split; " \
+        f"{value[mid]:.4f} on its own split)"
     assert third["model_uri"] == f"models:/{name}/3"
     client = MlflowClient(uri)
     assert str(client.get_model_version_by_alias(name, names.CHAMPION).version) == "3"
     tags = client.get_model_version(name, "2").tags
-    assert tags[names.DECISION_TAG] == second["reason"] and tags["selection_value"] == "0.200000"
+    assert tags[names.DECISION_TAG] == second["reason"] and tags["selection_value"] == f"{value[low]:.6f}"
     assert tags[names.WEIGHTS_TAG] == weights_digest(second_model.state_dict)
 
     # look-ups
@@ -147,4 +157,5 @@ def test_register_load_and_look_up_versions(tracking):
     assert all(torch.equal(v, third_model.state_dict[k]) for k, v in built.state_dict().items())
     assert load_version(name, 2, tracking_uri=uri).tags[names.DECISION_TAG] == second["reason"]
     assert f"{name} version 3" in summary(uri, "chain")
+    assert f"{name} version 3" in summary(uri, "ignored", model_name=name)  # a config's model_name wins
 

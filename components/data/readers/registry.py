@@ -45,6 +45,9 @@ class DatasetFormat:
     description: str
     #: The mapping class of a format read through the user's column mapping (``from_any``, ``vocabulary_of``).
     mapping: type[generic.GenericMapping] | None = None
+    #: Whether the format reads unrelated data sets under one ``dataset`` value (a mapped CSV/Parquet, any
+    #: "user item item ..." text file): then a config must name its registered model (``model_name``).
+    any_data: bool = False
 
     def vocabulary(self, mapping: generic.GenericMapping | dict | None = None) -> tuple[str, ...]:
         """Behavior names in code order; a mapped format's come from the mapping (a raw dict is not validated)."""
@@ -64,9 +67,10 @@ FORMATS: dict[str, DatasetFormat] = {f.name: f for f in (
                   "RetailRocket (Kaggle) events.csv: view / addtocart / transaction, milliseconds"),
     DatasetFormat("seqtxt", seqtxt.BEHAVIORS, "excluded", seqtxt.read,
                   "sequences as text (SASRec / FMLP-Rec data files): 'user item item ...' per line, items in time "
-                  "order, one behavior; timestamps are positions"),
+                  "order, one behavior; timestamps are positions", any_data=True),
     DatasetFormat("generic", generic.BEHAVIORS, "candidates", generic.read,
-                  "any CSV or Parquet log, its columns named by a GenericMapping", mapping=generic.GenericMapping),
+                  "any CSV or Parquet log, its columns named by a GenericMapping", mapping=generic.GenericMapping,
+                  any_data=True),
 )}
 
 #: Every dataset name, in registry order.
