@@ -89,6 +89,13 @@ def _max_history() -> int:
 
 
 class SequentialRecommenderModel(PythonModel):
+    # predict() has no type hints: the model's explicit signature and our own checks (one-line request errors)
+    # describe its input.  MLflow 3 wraps every PythonModel subclass's predict() for type-hint validation and, for
+    # one without hints, warns "Add type hints to the `predict` method ..." each time this file runs (on every
+    # registration and every load); this attribute, which MLflow reads in PythonModel.__init_subclass__ (3.x),
+    # skips that wrapping.
+    _skip_type_hint_validation = True
+
     def load_context(self, context):
         a = context.artifacts
         # Every file of the model folder against the registered version's integrity manifest, before the weights
