@@ -160,10 +160,6 @@ def _ce_sum(h: Tensor, classes: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy((h @ classes.T).float(), y, reduction="sum")
 
 
-def _ce_chunk(h: Tensor, classes: Tensor, y: Tensor) -> Tensor:
-    return _ce_sum(h, classes, y)
-
-
 def _softmax_ce(h: Tensor, classes: Tensor, y: Tensor, max_logits: int) -> Tensor:
     """Mean softmax cross-entropy of h [M, d] over every row of classes [C, d]; y [M] in 0..C-1."""
     m, c = h.shape[0], classes.shape[0]
@@ -175,7 +171,7 @@ def _softmax_ce(h: Tensor, classes: Tensor, y: Tensor, max_logits: int) -> Tenso
     total = h.new_zeros((), dtype=torch.float32)
     for start in range(0, m, rows):
         part = slice(start, start + rows)
-        total = total + torch.utils.checkpoint.checkpoint(_ce_chunk, h[part], classes, y[part], use_reentrant=False)
+        total = total + torch.utils.checkpoint.checkpoint(_ce_sum, h[part], classes, y[part], use_reentrant=False)
     return total / m
 
 

@@ -101,9 +101,9 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_drop = Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, allowed: Tensor, bias: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, allowed: Tensor | None, bias: Tensor | None = None) -> Tensor:
         # x [B, N, d]; allowed [B, 1, N, N] bool, True where query i may attend to key j; bias: the same as
-        # 0 / -inf floats (``attention_bias``), computed once for every block when the CPU dropout path runs
+        # 0 / -inf floats (``attention_bias``), given instead of ``allowed`` when the CPU dropout path runs
         B, N, d = x.shape
         q, k, v = self.qkv(x).split(d, dim=2)  # 3 x [B, N, d]
         q = q.view(B, N, self.n_heads, d // self.n_heads).transpose(1, 2)  # [B, nh, N, hs]
@@ -173,7 +173,7 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.hidden)
         self.ffn = FeedForward(cfg)
 
-    def forward(self, x: Tensor, allowed: Tensor, bias: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, allowed: Tensor | None, bias: Tensor | None = None) -> Tensor:
         if self.norm_first:
             x = x + self.attn(self.ln1(x), allowed, bias)
             return x + self.ffn(self.ln2(x))
@@ -208,14 +208,16 @@ class SASRec(NextItemEncoder):
         L = x.shape[1]
         mask = valid.unsqueeze(-1).to(x.dtype)  # [B, L, 1]
         keys = valid if tokens is None else tokens if tokens.dtype == torch.bool else tokens > 0.5
-        causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()  # [L, L]
-        eye = torch.eye(L, dtype=torch.bool, device=x.device)
         # Query i may see key j if j <= i and j is a real token; every query may see itself, so no row is empty.
-        allowed = (causal & keys[:, None, :]) | eye  # [B, L, L]
-        allowed = allowed.unsqueeze(1)  # [B, 1, L, L], broadcast over heads
-        # The CPU training path adds the mask as a bias inside the scores' matmul: built once for every block.
-        cpu_dropout = self.training and self.config.dropout > 0 and x.device.type == "cpu"
-        bias = causal_key_bias(keys, x.dtype) if cpu_dropout and self.blocks else None
+        # The CPU training path (attention with dropout) reads this mask only as a bias inside the scores' matmul,
+        # built once for every block; the other paths (SDPA) read it as a bool mask.
+        allowed = bias = None
+        if self.training and self.config.dropout > 0 and x.device.type == "cpu":
+            bias = causal_key_bias(keys, x.dtype)  # [B, 1, L, L]
+        else:
+            causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()  # [L, L]
+            eye = torch.eye(L, dtype=torch.bool, device=x.device)
+            allowed = ((causal & keys[:, None, :]) | eye).unsqueeze(1)  # [B, 1, L, L], broadcast over heads
         for layer, block in enumerate(self.blocks):
             if layer_hook is not None:
                 x = layer_hook(layer, x)

@@ -91,11 +91,9 @@ class ApproximateIndex:
         scores, found = self.index.search(self.states(items, behaviors, profile_codes), fetch)
         ids = found.astype(np.int64) + 1  # faiss rows are items 1..n; -1 (not found) becomes 0
         scores = np.where(found >= 0, scores, -np.inf).astype(np.float32)
-        if extra:
-            banned = set(zip(seen[0].tolist(), seen[1].tolist()))
-            rows = np.repeat(np.arange(n), fetch)
-            hit = np.fromiter(((r, i) in banned for r, i in zip(rows.tolist(), ids.ravel().tolist())), bool,
-                              count=n * fetch).reshape(n, fetch)
+        if extra:  # a found item that is one of its row's history items: (row, item) keys as row * base + item
+            base = self.n_items + 1
+            hit = np.isin(np.arange(n)[:, None] * base + ids, seen[0].astype(np.int64) * base + seen[1])
             scores = np.where(hit, -np.inf, scores)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         top_scores = np.take_along_axis(scores, order, axis=1)

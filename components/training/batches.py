@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from components.data.sequences import SequenceDataset, TargetSet, gather_windows
+from components.models.popularity import training_event_mask
 
 
 def training_users(data: SequenceDataset, users: np.ndarray, zero_shot: bool = False) -> np.ndarray:
@@ -37,13 +38,11 @@ def label_counts(data: SequenceDataset, users: np.ndarray, train_on: Literal["ta
     """[n_items + 1] how often each item is a training label of ``users``: every event of their training prefixes
     but the first (of a target behavior, with ``train_on="target"``); the held-out targets are not counted."""
     users = np.asarray(users, dtype=np.int64)
-    starts, ends = data.offsets[users] + 1, data.train_end[users]
-    lengths = np.maximum(ends - starts, 0)
-    idx = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
-    items = data.items[idx]
+    labels = training_event_mask(data, users)
+    labels[data.offsets[users]] = False  # a prefix's first event is never a label (outside any prefix if empty)
     if train_on == "target":
-        items = items[np.isin(data.behaviors[idx], np.asarray(data.target_behaviors))]
-    return np.bincount(items, minlength=data.n_items + 1)
+        labels &= np.isin(data.behaviors, np.asarray(data.target_behaviors))
+    return np.bincount(data.items[labels], minlength=data.n_items + 1)
 
 
 def training_batches(
