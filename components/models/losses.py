@@ -112,51 +112,61 @@ def sample_negatives(labels: np.ndarray, n_items: int, rng: np.random.Generator,
 CE_MAX_LOGITS = 1 << 27
 
 
-class _SoftmaxCE(torch.autograd.Function):
-    """Summed softmax cross-entropy of h [M, d] over classes [C, d], y [M] in 0..C-1: the value and gradients of
-    ``F.cross_entropy(h @ classes.T, y, reduction="sum")`` with fewer passes over the [M, C] logits, the
-    largest tensor of a full-softmax step (log_softmax + nll_loss write it three times forward and allocate and
-    fill two more in the backward pass).  Forward: logits, their row max, exp in place, row sums, normalised in
-    place to the softmax p (kept); backward: p minus one at each label, in place, times the two matmuls, whose
-    [M, d] and [C, d] results (not the [M, C] matrix) are scaled by the incoming gradient.  Its saved softmax is
-    consumed by the backward pass, which may therefore run once (``retain_graph`` is refused)."""
+#: Logit entries one step of the fused CPU loss (``_FusedSoftmaxCE``) holds at once: 2**21 fp32 values (8 MB, two
+#: buffers of them), sized to stay in the last-level cache, where the passes over them run several times faster
+#: than over a [positions x items] matrix in main memory.
+CE_CHUNK_LOGITS = 1 << 21
+
+
+class _FusedSoftmaxCE(torch.autograd.Function):
+    """Summed softmax cross-entropy of h [M, d] over classes [C, d], y [M] in 0..C-1, fp32 on CPU: the value and
+    gradients of ``F.cross_entropy(h @ classes.T, y, reduction="sum")`` computed together, ``rows`` positions at a
+    time, in the forward pass.  Each chunk's logits (``rows`` x C) are made, turned into the softmax p, and used at
+    once for both gradients (p minus one at each label, times classes and times h) while they are still in cache;
+    the [M, C] matrix is never written to memory and the backward pass only scales the two saved gradients by the
+    incoming one.  The loss of a row is max - log(max p) - logit[y] (max p = 1 / sum exp(logit - max) is at least
+    1 / C, so it never underflows, unlike p[y])."""
 
     @staticmethod
-    def forward(ctx, h: Tensor, classes: Tensor, y: Tensor) -> Tensor:
-        logits = h @ classes.T  # [M, C] (under autocast in its compute dtype, which the backward pass reuses)
-        ctx.mm_dtype = logits.dtype
-        p = logits.float()
-        rows = torch.arange(len(y), device=y.device)
-        target = p[rows, y]  # [M]
-        top = p.amax(dim=1, keepdim=True)  # [M, 1]
-        p.sub_(top).exp_()
-        total = p.sum(dim=1, keepdim=True)  # [M, 1]
-        p.div_(total)
-        ctx.save_for_backward(h, classes, y, p)
-        ctx.used = False
-        return (total.log().squeeze(1) + top.squeeze(1) - target).sum()
+    def forward(ctx, h: Tensor, classes: Tensor, y: Tensor, rows: int) -> Tensor:
+        m, c = h.shape[0], classes.shape[0]
+        want_h, want_classes = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_h = torch.empty_like(h) if want_h else None
+        grad_classes = torch.zeros_like(classes) if want_classes else None
+        logits_buf = h.new_empty((min(rows, m), c))
+        p_buf = torch.empty_like(logits_buf)
+        total = h.new_zeros((), dtype=torch.float64)
+        for start in range(0, m, rows):
+            hc, yc = h[start:start + rows], y[start:start + rows]
+            logits, p = logits_buf[:len(hc)], p_buf[:len(hc)]
+            torch.mm(hc, classes.T, out=logits)
+            target = logits.gather(1, yc[:, None])  # [r, 1]
+            top = logits.amax(dim=1, keepdim=True)  # [r, 1]
+            torch.ops.aten._softmax.out(logits, 1, False, out=p)
+            total += (top - p.amax(dim=1, keepdim=True).log_() - target).sum(dtype=torch.float64)
+            p.scatter_add_(1, yc[:, None], torch.full_like(target, -1.0))  # d loss / d logits
+            if want_h:
+                torch.mm(p, classes, out=grad_h[start:start + rows])
+            if want_classes:  # (the out= form, not addmm_, so that FlopCounterMode counts it)
+                torch.addmm(grad_classes, p.T, hc, out=grad_classes)
+        ctx.save_for_backward(grad_h, grad_classes)
+        return total.to(h.dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        if ctx.used:
-            raise RuntimeError("_SoftmaxCE: its backward pass consumes the saved softmax and runs once only")
-        ctx.used = True
-        h, classes, y, p = ctx.saved_tensors
-        p[torch.arange(len(y), device=y.device), y] -= 1.0  # d loss / d logits, before the incoming gradient
-        p = p.to(ctx.mm_dtype)
-        grad_h = grad_classes = None
-        if ctx.needs_input_grad[0]:
-            grad_h = (p @ classes.to(ctx.mm_dtype)).to(h.dtype).mul_(grad)
-        if ctx.needs_input_grad[1]:
-            grad_classes = (p.T @ h.to(ctx.mm_dtype)).to(classes.dtype).mul_(grad)
-        return grad_h, grad_classes, None
+        grad_h, grad_classes = ctx.saved_tensors
+        return (None if grad_h is None else grad_h * grad, None if grad_classes is None else grad_classes * grad,
+                None, None)
+
+
+def _fused_ce_applies(h: Tensor, classes: Tensor) -> bool:
+    """The fused loss serves CPU training in fp32 (measured there); on GPUs, under autocast and without gradients
+    the library's kernels are kept."""
+    return (h.device.type == "cpu" and torch.is_grad_enabled() and (h.requires_grad or classes.requires_grad)
+            and h.dtype == classes.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"))
 
 
 def _ce_sum(h: Tensor, classes: Tensor, y: Tensor) -> Tensor:
-    """``F.cross_entropy(h @ classes.T, y, reduction="sum")``, in fewer passes when gradients are needed on CPU
-    (measured there; on GPUs, where autocast also applies, the library's kernels are kept)."""
-    if h.device.type == "cpu" and torch.is_grad_enabled() and (h.requires_grad or classes.requires_grad):
-        return _SoftmaxCE.apply(h, classes, y)
     return F.cross_entropy((h @ classes.T).float(), y, reduction="sum")
 
 
@@ -165,6 +175,9 @@ def _softmax_ce(h: Tensor, classes: Tensor, y: Tensor, max_logits: int) -> Tenso
     m, c = h.shape[0], classes.shape[0]
     if m == 0:
         return F.cross_entropy((h @ classes.T).float(), y)  # nan, as the mean over no position is
+    if _fused_ce_applies(h, classes):
+        rows = max(1, min(m, max_logits // c, max(64, CE_CHUNK_LOGITS // c)))
+        return _FusedSoftmaxCE.apply(h, classes, y, rows) / m
     if m * c <= max_logits:
         return _ce_sum(h, classes, y) / m
     rows = max(1, max_logits // c)

@@ -1,6 +1,7 @@
 """SASRec's CPU training path for attention with dropout (``CausalSelfAttention._attend_with_dropout``) computes
 exactly what the textbook formula does with the same dropout mask: softmax over the allowed keys of the scaled
-scores, weights zeroed where the mask drops them and rescaled by 1 / (1 - p), times v; gradients included.  The
+scores, weights zeroed where the mask drops them and rescaled by 1 / (1 - p), times v; gradients included, and
+however many causal row blocks it cuts the queries into.  The
 path exists for speed (issue 13: fewer passes over the [B, heads, N, N] weights), so its numbers must not drift.
 """
 
@@ -38,14 +39,15 @@ def test_cpu_attention_dropout_matches_the_formula_with_the_same_mask():
         q, k, v, allowed = _inputs(heads)
         torch.manual_seed(11)
         keep = dropout_keep_mask((q.shape[0], heads, q.shape[2], q.shape[2]), 0.3, q.device)
-        torch.manual_seed(11)
-        got = attn._attend_with_dropout(q, k, v, attention_bias(allowed, q.dtype))
         want = _reference(q, k, v, allowed, keep, 0.3)
-        assert torch.allclose(got, want, atol=1e-12)
-        g_got = torch.autograd.grad(got.sum(), (q, k, v))
         g_want = torch.autograd.grad(want.sum(), (q, k, v))
-        for a, b in zip(g_got, g_want):
-            assert torch.allclose(a, b, atol=1e-12)
+        for blocks in (1, 2, 3, 7):  # causal row blocks: whole, halves, uneven thirds, one query per block
+            torch.manual_seed(11)
+            got = attn._attend_with_dropout(q, k, v, attention_bias(allowed, q.dtype), query_blocks=blocks)
+            assert torch.allclose(got, want, atol=1e-12)
+            g_got = torch.autograd.grad(got.sum(), (q, k, v))
+            for a, b in zip(g_got, g_want):
+                assert torch.allclose(a, b, atol=1e-12)
 
 
 def test_the_keep_mask_keeps_one_minus_p():

@@ -279,8 +279,8 @@ def test_chunked_softmax_loss_equals_the_plain_one_in_value_and_gradient():
 
 
 def test_softmax_loss_equals_cross_entropy_in_value_and_gradient():
-    """The full-softmax loss's own autograd function (fewer passes over the logits) computes what
-    F.cross_entropy does, value and both gradients; its backward pass runs once."""
+    """The full-softmax loss's own autograd function (CPU training: the gradients made with the logits, in cached
+    chunks) computes what F.cross_entropy does, value and both gradients, whatever the chunk size."""
     import torch.nn.functional as F
 
     from components.models.losses import next_item_loss
@@ -299,11 +299,39 @@ def test_softmax_loss_equals_cross_entropy_in_value_and_gradient():
     torch.testing.assert_close(loss, ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(h.grad, rh.grad, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(t.grad, rt.grad, atol=1e-6, rtol=1e-5)
-    with pytest.raises(RuntimeError, match="runs once"):
-        loss.backward()
+    loss.backward()  # retained: a second pass adds the same gradients again
+    torch.testing.assert_close(h.grad, rh.grad * (3.5 / 2.5), atol=1e-6, rtol=1e-5)
+    for rows in (1, 7, 10**6):  # one position at a time, uneven chunks, all at once
+        ch, ct = hidden.clone().requires_grad_(), table.clone().requires_grad_()
+        got = next_item_loss(ch, ct, labels, mask, "ce", max_logits=rows * 300)  # rows * items per chunk
+        got.backward()
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(ch.grad, rh.grad / 2.5, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(ct.grad, rt.grad / 2.5, atol=1e-6, rtol=1e-5)
     with torch.no_grad():  # evaluation: the plain path
         torch.testing.assert_close(next_item_loss(hidden, table, labels, mask, "ce"), ref.detach(), atol=1e-5,
                                    rtol=1e-5)
+
+
+def test_softmax_loss_is_exact_where_the_label_s_probability_underflows():
+    """Logit gaps of hundreds (a confident, wrong model): p[label] is 0 in fp32, the loss must still be the exact,
+    finite cross-entropy (the fused loss reads it off the largest probability, which cannot underflow)."""
+    import torch.nn.functional as F
+
+    from components.models.losses import next_item_loss
+
+    gen = torch.Generator().manual_seed(5)
+    hidden = torch.randn(2, 6, 8, generator=gen) * 40
+    table = torch.randn(41, 8, generator=gen) * 3
+    labels = torch.randint(1, 41, (2, 6), generator=gen)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    h = hidden.clone().requires_grad_()
+    loss = next_item_loss(h, table, labels, mask, "ce")
+    ref = F.cross_entropy((hidden[mask] @ table[1:].T).double(), labels[mask] - 1)
+    assert float(ref) > 100  # the regime meant: exp(-loss) is far below fp32's smallest value
+    torch.testing.assert_close(loss.double(), ref, rtol=1e-5, atol=1e-3)
+    loss.backward()
+    assert torch.isfinite(h.grad).all()
 
 
 def test_optimizer_foreach_equals_the_per_parameter_loop(data):
@@ -341,3 +369,20 @@ def test_checkpoint_key_follows_code_not_imports():
     assert key != checkpoint_key("data", "ebm", {"hidden": 8}, {"epochs": 1})
     with pytest.raises(ValueError, match="unknown model"):
         code_key("transformer-xl")
+
+
+def test_flop_counter_sees_every_matmul_of_the_fused_softmax_loss():
+    """bench.train and bench.port_compare report FLOP rates from FlopCounterMode: the fused loss's three matmuls
+    (logits, and both gradients, made in its forward pass) must all be counted, 3 x 2 M C d."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from components.models.losses import next_item_loss
+
+    gen = torch.Generator().manual_seed(6)
+    h = torch.randn(3, 10, 8, generator=gen, requires_grad=True)
+    table = torch.randn(201, 8, generator=gen, requires_grad=True)
+    labels = torch.randint(1, 201, (3, 10), generator=gen)
+    mask = torch.ones(3, 10, dtype=torch.bool)
+    with FlopCounterMode(display=False) as counter:
+        next_item_loss(h, table, labels, mask, "ce", max_logits=7 * 200).backward()
+    assert counter.get_total_flops() == 3 * 2 * 30 * 200 * 8
