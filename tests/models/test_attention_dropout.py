@@ -12,7 +12,7 @@ import math
 import torch
 
 from components.models.sasrec import (CausalSelfAttention, SASRecConfig, attention_bias, causal_key_bias,
-                                     dropout_keep_float, dropout_keep_mask)
+                                     dropout_keep_float, dropout_keep_mask, key_padding_bias)
 
 from .synthetic import one_torch_thread  # noqa: F401  (autouse fixture)
 
@@ -39,9 +39,17 @@ def test_cpu_attention_dropout_matches_the_formula_with_the_same_mask():
         q, k, v, allowed = _inputs(heads)
         torch.manual_seed(11)
         keep = dropout_keep_mask((q.shape[0], heads, q.shape[2], q.shape[2]), 0.3, q.device)
-        want = _reference(q, k, v, allowed, keep, 0.3)
-        g_want = torch.autograd.grad(want.sum(), (q, k, v))
         for blocks in (1, 2, 3, 7):  # causal row blocks: whole, halves, uneven thirds, one query per block
+            if blocks > 1:  # each block draws its own mask, in block order, over the keys up to its last row
+                torch.manual_seed(11)
+                keep = torch.zeros_like(keep)
+                rows = math.ceil(q.shape[2] / blocks)
+                for start in range(0, q.shape[2], rows):
+                    end = min(q.shape[2], start + rows)
+                    block = dropout_keep_mask((q.shape[0] * heads, end - start, end), 0.3, q.device)
+                    keep[:, :, start:end, :end] = block.view(q.shape[0], heads, end - start, end)
+            want = _reference(q, k, v, allowed, keep, 0.3)
+            g_want = torch.autograd.grad(want.sum(), (q, k, v))
             torch.manual_seed(11)
             got = attn._attend_with_dropout(q, k, v, attention_bias(allowed, q.dtype), query_blocks=blocks)
             assert torch.allclose(got, want, atol=1e-12)
@@ -83,3 +91,27 @@ def test_the_broadcast_bias_equals_the_bias_of_the_bool_mask():
     N = keys.shape[1]
     allowed = (torch.ones(N, N, dtype=torch.bool).tril() & keys[:, None, :]) | torch.eye(N, dtype=torch.bool)
     assert torch.equal(causal_key_bias(keys, torch.float32), attention_bias(allowed.unsqueeze(1)))
+
+
+def test_the_keys_bias_gives_the_full_mask_s_outputs_at_real_queries():
+    """SASRec's packed path passes only the keys' [B, N] bias (``key_padding_bias``) and puts the causal -inf in
+    each block's diagonal square: every real query's output and gradients are the full mask's, whatever the
+    blocks; padding queries read padding keys instead of only themselves (finite, and zeroed by the model)."""
+    for heads in (1, 2):
+        attn = CausalSelfAttention(SASRecConfig(n_items=5, n_behaviors=1, hidden=4 * heads, n_heads=heads,
+                                                dropout=0.3)).train()
+        q, k, v, allowed = _inputs(heads, seed=7)
+        valid = allowed[:, 0].diagonal(dim1=-2, dim2=-1) & allowed[:, 0, -1]  # the keys the last query sees
+        real = valid[:, None, :, None].expand_as(q)
+        for blocks in (1, 2, 3):
+            outs = []
+            for bias in (attention_bias(allowed, q.dtype), key_padding_bias(valid, q.dtype)):
+                torch.manual_seed(3)
+                out = attn._attend_with_dropout(q, k, v, bias, query_blocks=blocks)
+                grads = torch.autograd.grad(out[real].sum(), (q, k, v))
+                outs.append((out, grads))
+            (full, g_full), (by_key, g_key) = outs
+            assert torch.isfinite(by_key).all()
+            assert torch.allclose(by_key[real], full[real], atol=1e-12)
+            for a, b in zip(g_key, g_full):
+                assert torch.allclose(a, b, atol=1e-12)
