@@ -18,6 +18,8 @@ Choices the paper leaves open, made here:
 - Padded positions are zeroed after every block.  A query at a padded position may attend to itself, so no
   attention row is ever fully masked (a fully masked softmax row is NaN).  A fully padded row (a zero-shot user)
   therefore ends as LayerNorm(0) = the final norm's bias: a finite, learned "no history" state.
+- Training on CPU runs the blocks on the real events only (``SASRec._run_packed``): the same states, without the
+  padding's share of the work (tests/models/test_packed.py).
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ class SASRecConfig(EncoderConfig):
 
 def dropout_keep_mask(shape: tuple[int, ...], p: float, device: torch.device) -> Tensor:
     """bool mask of ``shape``, each entry False (dropped) with probability ``round(p * 2**16) / 2**16`` (within
-    2**-17 of p), drawn from torch's global generator of ``device``: four 16-bit draws per 64-bit random number,
-    which on CPU costs a quarter of ``bernoulli_``'s (the attention weights' dropout mask is [B, heads, N, N],
+    2**-17 of p), following torch's global generator of ``device`` (``_random_int16``): four 16-bit draws per
+    64-bit random number, which on CPU costs a quarter of ``bernoulli_``'s (the attention weights' dropout mask is [B, heads, N, N],
     the largest random draw of a training step)."""
     return _random_int16(shape, device) >= round(p * 65536) - 32768
 
@@ -245,7 +247,6 @@ class Block(nn.Module):
             return x + self.ffn(self.ln2(x))
         x = self.ln1(x + self.attn(x, allowed, bias))
         return self.ln2(x + self.ffn(x))
-
 
     def forward_packed(self, x: Tensor, rows: Tensor, B: int, L: int, key_bias: Tensor) -> Tensor:
         """``forward`` on the packed real tokens x [T, d] (see ``CausalSelfAttention.forward_packed``)."""
