@@ -19,10 +19,10 @@ attention and convolutions, not elementwise ops) divided by the steps, over the 
 ``achieved_gflops_<row>`` (the FLOPs its batches computed), ``full_width_gflops_<row>`` (the FLOPs the same
 users' batches would take at the full 200 columns, i.e. the work the untrimmed step does, over the same time) and
 ``ceiling_gflops``, a 2048 x 2048 fp32 matmul timed in the same process.  The box is shared and that matmul's
-speed moves with the load (96 to 178 GFLOP/s within minutes on the 2-core VM), so the ceiling is timed again
-after every epoch, next to the steps it is compared with: ``ceiling_share_<row>`` is the row's achieved rate over
-``ceiling_gflops_<row>``, the median of the ceilings timed just before the row and after each of its epochs;
-``ceiling_gflops`` is the median of every sample, ``ceiling_gflops_min`` / ``_max`` their range.
+speed moves (88 to 116 GFLOP/s across one session's runs on the 2-core VM, 155 to 161 on another day), so the
+ceiling is timed again after every epoch, next to the steps it is compared with: ``ceiling_share_<row>`` is the
+row's achieved rate over ``ceiling_gflops_<row>``, the median of the ceilings timed just before the row and after
+each of its epochs; ``ceiling_gflops`` is the median of every sample, ``ceiling_gflops_min`` / ``_max`` their range.
 
 ``--accuracy`` evaluates each row's model on the test targets after its last epoch (both protocols: ``sampled100``,
 the split's 100 stored negatives, and ``full``, every item; K = 10): ``test_<metric>_<row>``.  With ``--seed`` (the

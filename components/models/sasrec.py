@@ -117,10 +117,7 @@ class CausalSelfAttention(nn.Module):
         # x [B, N, d]; allowed [B, 1, N, N] bool, True where query i may attend to key j; bias: the same as
         # 0 / -inf floats (``attention_bias``), given instead of ``allowed`` when the CPU dropout path runs
         B, N, d = x.shape
-        q, k, v = self.qkv(x).split(d, dim=2)  # 3 x [B, N, d]
-        q = q.view(B, N, self.n_heads, d // self.n_heads).transpose(1, 2)  # [B, nh, N, hs]
-        k = k.view(B, N, self.n_heads, d // self.n_heads).transpose(1, 2)  # [B, nh, N, hs]
-        v = v.view(B, N, self.n_heads, d // self.n_heads).transpose(1, 2)  # [B, nh, N, hs]
+        q, k, v = (self._heads(t) for t in self.qkv(x).split(d, dim=2))  # 3 x [B, nh, N, hs]
         if self.training and self.dropout > 0 and x.device.type == "cpu":  # (GPUs: SDPA's fused kernels)
             y = self._attend_with_dropout(q, k, v, attention_bias(allowed, q.dtype) if bias is None else bias)
         else:
@@ -137,11 +134,16 @@ class CausalSelfAttention(nn.Module):
         d = h.shape[1]
         # Each of q, k, v gets a zero grid of its own (in place: no clone): a shared [B * L, 3d] grid would make
         # the backward pass concatenate three [B, L, d] gradients, padding included.
-        q, k, v = (h.new_zeros(B * L, d).index_copy_(0, rows, t).view(B, L, self.n_heads, d // self.n_heads)
-                   .transpose(1, 2) for t in self.qkv(h).split(d, dim=1))
+        q, k, v = (self._heads(h.new_zeros(B * L, d).index_copy_(0, rows, t).view(B, L, d))
+                   for t in self.qkv(h).split(d, dim=1))
         y = self._attend_with_dropout(q, k, v, key_bias)  # [B, nh, L, hs]
         y = y.transpose(1, 2).reshape(B * L, d).index_select(0, rows)  # [T, d]
         return self.resid_drop(self.proj(y))
+
+    def _heads(self, t: Tensor) -> Tensor:
+        """[B, N, d] -> [B, nh, N, hs] (a view)."""
+        B, N, d = t.shape
+        return t.view(B, N, self.n_heads, d // self.n_heads).transpose(1, 2)
 
     def _attend_with_dropout(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor,
                              query_blocks: int | None = None) -> Tensor:
@@ -175,10 +177,10 @@ class CausalSelfAttention(nn.Module):
             bias = bias.expand(B, H, N, N).reshape(B * H, N, N)  # a view when H = 1
         q, k = q.reshape(B * H, N, hs), k.reshape(B * H, N, hs)
         v = (v * (1.0 / (1.0 - self.dropout)) if self.dropout > 0 else v).reshape(B * H, N, hs)
-        rows = math.ceil(N / (query_blocks or query_blocks_for(N)))
+        per_block = math.ceil(N / (query_blocks or query_blocks_for(N)))
         out = []
-        for start in range(0, N, rows):
-            end = min(N, start + rows)  # queries start..end-1 see keys 0..end-1 at most
+        for start in range(0, N, per_block):
+            end = min(N, start + per_block)  # queries start..end-1 see keys 0..end-1 at most
             scores = torch.baddbmm(bias[:, :, :end] if by_key else bias[:, start:end, :end], q[:, start:end],
                                    k[:, :end].transpose(1, 2), alpha=1.0 / math.sqrt(hs))
             if by_key:  # keys start..end-1: the causal triangle of this block's queries
@@ -242,18 +244,18 @@ class Block(nn.Module):
         self.ffn = FeedForward(cfg)
 
     def forward(self, x: Tensor, allowed: Tensor | None, bias: Tensor | None = None) -> Tensor:
-        if self.norm_first:
-            x = x + self.attn(self.ln1(x), allowed, bias)
-            return x + self.ffn(self.ln2(x))
-        x = self.ln1(x + self.attn(x, allowed, bias))
-        return self.ln2(x + self.ffn(x))
+        return self._layout(x, lambda h: self.attn(h, allowed, bias))
 
     def forward_packed(self, x: Tensor, rows: Tensor, B: int, L: int, key_bias: Tensor) -> Tensor:
         """``forward`` on the packed real tokens x [T, d] (see ``CausalSelfAttention.forward_packed``)."""
+        return self._layout(x, lambda h: self.attn.forward_packed(h, rows, B, L, key_bias))
+
+    def _layout(self, x: Tensor, attend: Callable[[Tensor], Tensor]) -> Tensor:
+        """Pre-norm (``norm_first``) or post-norm residual sublayers around ``attend`` and the FFN."""
         if self.norm_first:
-            x = x + self.attn.forward_packed(self.ln1(x), rows, B, L, key_bias)
+            x = x + attend(self.ln1(x))
             return x + self.ffn(self.ln2(x))
-        x = self.ln1(x + self.attn.forward_packed(x, rows, B, L, key_bias))
+        x = self.ln1(x + attend(x))
         return self.ln2(x + self.ffn(x))
 
 
